@@ -1,0 +1,191 @@
+"""`python -m evaluation run|score|compare` (exit 0: targets met, 1: not met, 2: usage/connection error)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from evaluation.report import Thresholds
+
+EXIT_OK, EXIT_TARGETS_MISSED, EXIT_ERROR = 0, 1, 2
+
+
+def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scoring")
+    g.add_argument("--min-syntax", type=float, default=95.0, help="syntax-valid target, percent (met when strictly above; default 95)")
+    g.add_argument("--min-verification", type=float, default=80.0, help="verification-pass target, percent (default 80)")
+    g.add_argument("--min-bp-free", type=float, default=60.0, help="BP-free target, percent (default 60)")
+    g.add_argument("--workers", type=int, default=None, help="replies executed at once in the sandbox (default: CPU count)")
+    g.add_argument("--sandbox-timeout", type=float, default=20.0, help="wall-clock seconds each reply's code may run (default 20)")
+    g.add_argument("--bp-threshold", type=float, default=None,
+                   help="mean gradient variance below which a circuit has a barren plateau (default 1e-3)")
+    g.add_argument("--vqe", action="store_true", help="also run a short VQE per verified circuit and record energy_error")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="query an OpenAI-compatible server, then score every reply",
+                         description="Query the served model(s) with the seed's prompts, save each reply as it arrives "
+                                     "(DIR/replies.jsonl), then score: results.jsonl, validation_log.yaml, report.md, PNGs.")
+    run.add_argument("--base-url", required=True, help="OpenAI API base URL, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--model", action="append", required=True,
+                     help="served model name; give it twice (base, then fine-tuned) to evaluate both into "
+                          "DIR/<model>/ and compare them in DIR/comparison/")
+    run.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY, then $VLLM_API_KEY, then 'EMPTY')")
+    run.add_argument("--num-tests", type=int, default=100, help="number of prompts; the 45 combinations are cycled (default 100)")
+    run.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
+    run.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    run.add_argument("--max-tokens", type=int, default=1024, help="max tokens per reply (default 1024)")
+    run.add_argument("--seed", type=int, default=None, help="base sampling seed; request i uses seed+i (default: none)")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run: only prompts missing from replies.jsonl are sent")
+    run.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request before the client retries (default 300)")
+    run.add_argument("--max-retries", type=int, default=3, help="client retries on connection errors, 429 and 5xx (default 3)")
+    _add_scoring_flags(run)
+
+    score = sub.add_parser("score", help="score a saved replies.jsonl (no server needed)",
+                           description="Score saved replies: results.jsonl, validation_log.yaml, report.md, PNGs in --out.")
+    score.add_argument("replies", type=Path, metavar="REPLIES.jsonl", help="replies file (fields: id, hamiltonian, num_qubits, constraint, reply; prompt optional)")
+    score.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_scoring_flags(score)
+
+    comp = sub.add_parser("compare", help="base vs fine-tuned side by side",
+                          description="Compare two evaluated directories (A = base, B = fine-tuned). "
+                                      "Exit 0 iff B verifies more circuits than A (the seed's comparison).")
+    comp.add_argument("dir_a", type=Path, metavar="DIR_A", help="base model's output directory")
+    comp.add_argument("dir_b", type=Path, metavar="DIR_B", help="fine-tuned model's output directory")
+    comp.add_argument("--out", type=Path, required=True, help="output directory for report.md, comparison.png, comparison.yaml")
+    return ap
+
+
+def _thresholds(args) -> Thresholds:
+    return Thresholds(syntax=args.min_syntax, verification=args.min_verification, bp_free=args.min_bp_free)
+
+
+def _score_and_report(records: list[dict], out: Path, args, *, model: str | None, endpoint: str | None,
+                      extra: dict | None = None) -> dict:
+    from evaluation.report import summarize, write_report, write_results, write_validation_log
+    from evaluation.sandbox import SandboxLimits
+    from evaluation.scoring import score_replies
+
+    info: dict = {}
+    limits = SandboxLimits(timeout_s=args.sandbox_timeout)
+    results = score_replies(records, workers=args.workers, vqe=args.vqe, progress=not args.no_progress,
+                            limits=limits, bp_threshold=args.bp_threshold, info=info)
+    th = _thresholds(args)
+    summary = summarize(results, th)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, results)
+    from evaluation.barren import BP_VARIANCE_THRESHOLD
+
+    meta = {"bp_threshold": args.bp_threshold or BP_VARIANCE_THRESHOLD, "sandbox_timeout_s": args.sandbox_timeout,
+            "vqe": bool(args.vqe), "sandbox_isolation": info}
+    meta.update(extra or {})
+    write_validation_log(out, summary, model=model, endpoint=endpoint, thresholds=th, extra=meta)
+    write_report(out, summary, th, model=model, endpoint=endpoint)
+    print(f"{model or out}: syntax {summary['syntax_rate']:.1f}%  verification {summary['verification_rate']:.1f}%  "
+          f"BP-free {summary['bp_free_rate']:.1f}%  ({summary['num_tests']} replies) -> "
+          f"{'PASSED' if summary['passed'] else 'targets not met'}; files in {out}")
+    return summary
+
+
+def _cmd_score(args) -> int:
+    from evaluation.client import read_replies
+
+    if not args.replies.is_file():
+        print(f"error: {args.replies} not found", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        records = read_replies(args.replies)
+        if not records:
+            raise ValueError(f"{args.replies} holds no replies")
+        models = sorted({str(r.get("model")) for r in records if r.get("model")})
+        summary = _score_and_report(records, args.out, args, model=", ".join(models) or None, endpoint=None,
+                                    extra={"replies_file": str(args.replies)})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if summary["passed"] else EXIT_TARGETS_MISSED
+
+
+def _safe_dirname(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+
+
+def _cmd_run(args) -> int:
+    from evaluation.client import EndpointError, collect, preflight, read_replies
+    from evaluation.prompts import build_prompts
+    from evaluation.report import write_comparison
+
+    if args.num_tests < 1 or args.concurrency < 1 or args.max_tokens < 1:
+        print("error: --num-tests, --concurrency and --max-tokens must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    if len(args.model) > 2 or len(set(args.model)) != len(args.model):
+        print("error: give --model once, or twice with two different names", file=sys.stderr)
+        return EXIT_ERROR
+    key = args.api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY") or "EMPTY"
+    try:
+        preflight(args.base_url, key, args.model)
+    except EndpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    prompts = build_prompts(args.num_tests)
+    dirs = [args.out] if len(args.model) == 1 else [args.out / _safe_dirname(m) for m in args.model]
+    summaries = []
+    for model, out in zip(args.model, dirs):
+        replies = out / "replies.jsonl"
+        try:
+            s = asyncio.run(collect(prompts, base_url=args.base_url, model=model, api_key=key, out_path=replies,
+                                    concurrency=args.concurrency, temperature=args.temperature,
+                                    max_tokens=args.max_tokens, seed=args.seed, request_timeout_s=args.request_timeout,
+                                    max_retries=args.max_retries, progress=not args.no_progress, resume=args.resume))
+        except EndpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print(f"interrupted: replies so far are in {replies}; rerun with --resume", file=sys.stderr)
+            return EXIT_ERROR
+        wanted = {p.id for p in prompts}
+        records = [r for r in read_replies(replies) if r.get("id") in wanted]
+        extra = {"num_requested": args.num_tests, "temperature": args.temperature, "max_tokens": args.max_tokens,
+                 "seed": args.seed, "concurrency": args.concurrency, "query_seconds": round(s.seconds, 2),
+                 "request_errors": sum(r.get("finish_reason") == "error" for r in records)}
+        summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))
+    if len(dirs) == 2:
+        comp = write_comparison(dirs[0], dirs[1], args.out / "comparison", labels=tuple(args.model))
+        print(f"comparison: verification {comp['metrics']['verification_rate']['change']:+.1f} points "
+              f"({args.model[1]} vs {args.model[0]}); {args.out / 'comparison'}")
+    return EXIT_OK if all(s["passed"] for s in summaries) else EXIT_TARGETS_MISSED
+
+
+def _cmd_compare(args) -> int:
+    from evaluation.report import write_comparison
+
+    try:
+        comp = write_comparison(args.dir_a, args.dir_b, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for k, m in comp["metrics"].items():
+        print(f"{k:<18} A {m['a']:6.1f}  B {m['b']:6.1f}  ({m['change']:+.1f})")
+    print(f"written to {args.out}")
+    return EXIT_OK if comp["b_better_verification"] else EXIT_TARGETS_MISSED
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_ERROR if exc.code else EXIT_OK
+    handler = {"run": _cmd_run, "score": _cmd_score, "compare": _cmd_compare}[args.command]
+    return handler(args)

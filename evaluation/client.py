@@ -1,0 +1,147 @@
+"""Query an OpenAI-compatible endpoint concurrently; every reply is appended to replies.jsonl at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from evaluation.prompts import PromptSpec
+
+log = logging.getLogger(__name__)
+
+
+class EndpointError(RuntimeError):
+    """Server unreachable, wrong model name, or the server went away mid-run (exit status 2)."""
+
+
+@dataclass
+class CollectSummary:
+    requested: int
+    already_done: int
+    received: int
+    failed: int
+    seconds: float
+
+
+def preflight(base_url: str, api_key: str, models: list[str], timeout_s: float = 10.0) -> list[str]:
+    """GET /v1/models once, no retries: fail fast with a line a human can act on."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
+    try:
+        served = [m.id for m in client.models.list().data]
+    except openai.APIConnectionError as exc:
+        raise EndpointError(f"cannot reach {base_url} ({exc.__cause__ or exc}); is the server running?") from None
+    except openai.APIStatusError as exc:
+        raise EndpointError(f"{base_url}/models answered HTTP {exc.status_code}: {str(exc)[:200]}") from None
+    finally:
+        client.close()
+    missing = [m for m in models if m not in served]
+    if missing:
+        raise EndpointError(f"model {', '.join(repr(m) for m in missing)} is not served at {base_url}; "
+                            f"served models: {', '.join(served) or '(none)'}")
+    return served
+
+
+def read_replies(path: Path) -> list[dict]:
+    """Complete lines only: a torn last line (process killed mid-write) is dropped from the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a torn last line (%d bytes)", path, len(data) - cut)
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+        data = data[:cut]
+    out = []
+    for i, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
+    return out
+
+
+def _record(spec: PromptSpec, model: str, reply: str, latency: float, finish: str | None, **extra) -> dict[str, Any]:
+    rec = {"id": spec.id, "hamiltonian": spec.hamiltonian, "num_qubits": spec.num_qubits,
+           "constraint": spec.constraint, "prompt": spec.prompt, "reply": reply, "model": model,
+           "latency_s": round(latency, 4), "finish_reason": finish}
+    rec.update(extra)
+    return rec
+
+
+async def _ask(client: openai.AsyncOpenAI, spec: PromptSpec, model: str, sem: asyncio.Semaphore,
+               params: dict) -> dict:
+    async with sem:
+        t0 = time.perf_counter()
+        try:
+            resp = await client.chat.completions.create(model=model, messages=spec.messages, **params(spec))
+        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
+            raise  # after the client's own retries: the endpoint is gone
+        except openai.APIStatusError as exc:  # a per-request refusal (e.g. 400): record it, go on
+            return _record(spec, model, "", time.perf_counter() - t0, "error",
+                           error=f"HTTP {exc.status_code}: {str(exc)[:200]}")
+        choice = resp.choices[0]
+        return _record(spec, model, choice.message.content or "", time.perf_counter() - t0, choice.finish_reason)
+
+
+async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_key: str, out_path: Path,
+                  concurrency: int = 16, temperature: float = 0.7, max_tokens: int = 1024,
+                  seed: int | None = None, request_timeout_s: float = 300.0, max_retries: int = 3,
+                  progress: bool = True, resume: bool = False) -> CollectSummary:
+    """Send every prompt not yet in out_path; append each reply as it arrives (flushed)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.exists() and not resume and out_path.stat().st_size > 0:
+        raise EndpointError(f"{out_path} exists: pass --resume to continue it or choose another --out")
+    done = {r["id"] for r in read_replies(out_path)} if resume else set()
+    todo = [p for p in prompts if p.id not in done]
+    t0 = time.perf_counter()
+    received = failed = 0
+    index = {p.id: i for i, p in enumerate(prompts)}
+
+    def params(spec: PromptSpec) -> dict:
+        p: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+        if seed is not None:
+            p["seed"] = seed + index[spec.id]  # distinct but reproducible samples for repeated prompts
+        return p
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=request_timeout_s, max_retries=max_retries)
+    sem = asyncio.Semaphore(max(1, concurrency))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"querying {model}", unit="reply")
+    tasks = [asyncio.ensure_future(_ask(client, spec, model, sem, params)) for spec in todo]
+    try:
+        with open(out_path, "a", encoding="utf-8") as fh:
+            for fut in asyncio.as_completed(tasks):
+                try:
+                    rec = await fut
+                except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
+                    raise EndpointError(
+                        f"lost the server at {base_url} after {received} new replies ({type(exc).__name__}: "
+                        f"{str(exc)[:150]}); the {len(done) + received} replies received are in {out_path}, "
+                        f"rerun with --resume to continue") from None
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.flush()
+                received += 1
+                failed += rec["finish_reason"] == "error"
+                if bar:
+                    bar.update(1)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if bar:
+            bar.close()
+        await client.close()
+    return CollectSummary(requested=len(prompts), already_done=len(done), received=received, failed=failed,
+                          seconds=time.perf_counter() - t0)

@@ -1,0 +1,173 @@
+"""Score replies: extract code, syntax check, then sandboxed execution + verification + BP check.
+
+The heavy lifting happens in a fork server (`python -m evaluation.sandbox`) started with a scrubbed
+environment, so neither reply code nor the judge ever shares memory with this process (which may
+hold an API key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from typing import Any, Iterable
+
+from evaluation.extract import extract_code
+from evaluation.prompts import HAMILTONIANS
+from evaluation.sandbox import SandboxLimits, scrubbed_env
+
+log = logging.getLogger(__name__)
+
+REPLY_FIELDS = ("id", "hamiltonian", "num_qubits", "constraint", "prompt", "reply", "model", "latency_s",
+                "finish_reason")
+RESULT_FIELDS = ("code", "syntax_valid", "verification_pass", "bp_free", "num_qubits_found", "depth",
+                 "num_parameters", "gate_counts", "constraint_satisfied", "bp_variance", "energy_error", "error")
+_EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energy", "sys_exit",
+                 "exec_seconds", "stdout_tail", "stderr_tail")
+
+
+MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
+
+
+class SandboxError(RuntimeError):
+    """The fork server itself failed (not a reply): scoring cannot be trusted."""
+
+
+def syntax_ok(code: str | None) -> tuple[bool, str | None]:
+    if code is None:
+        return False, "no code in reply"
+    try:
+        compile(code, "reply.py", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return False, f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"[:200]
+    return True, None
+
+
+def _base_result(record: dict) -> dict[str, Any]:
+    out = {k: record.get(k) for k in REPLY_FIELDS if k in record or k != "prompt"}
+    out.update({k: None for k in RESULT_FIELDS})
+    out["syntax_valid"] = False
+    out["verification_pass"] = False
+    out["gate_counts"] = {}
+    return out
+
+
+def _validate_record(record: dict) -> None:
+    missing = [k for k in ("id", "hamiltonian", "num_qubits", "reply") if k not in record]
+    if missing:
+        raise ValueError(f"reply record {record.get('id', '?')!r} lacks {', '.join(missing)}")
+    if record["hamiltonian"] not in HAMILTONIANS:
+        raise ValueError(f"reply record {record['id']!r}: unknown hamiltonian {record['hamiltonian']!r} "
+                         f"(expected one of {', '.join(HAMILTONIANS)})")
+    n = record["num_qubits"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= MAX_QUBITS:
+        raise ValueError(f"reply record {record['id']!r}: num_qubits must be an integer in [2, {MAX_QUBITS}]")
+
+
+def score_reply(record: dict, **opts) -> dict:
+    return score_replies([record], **opts)[0]
+
+
+def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: bool = False,
+                  progress: bool = False, limits: SandboxLimits | None = None, bp_threshold: float | None = None,
+                  bp_samples: int = 30, seed: int = 0, max_depth: int = 50,
+                  info: dict | None = None) -> list[dict]:
+    """Results in input order. `info`, if given, receives the sandbox's isolation report."""
+    records = list(records)
+    results: list[dict] = []
+    jobs: list[dict] = []
+    for i, rec in enumerate(records):
+        _validate_record(rec)
+        res = _base_result(rec)
+        code = extract_code(rec.get("reply") or "")
+        res["code"] = code
+        ok, err = syntax_ok(code)
+        res["syntax_valid"] = ok
+        if ok:
+            jobs.append({"id": i, "code": code, "num_qubits": int(rec["num_qubits"]),
+                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
+        else:
+            res["error"] = err
+        results.append(res)
+    if jobs:
+        cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
+                               "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
+                               "seed": seed, "max_depth": max_depth}
+        if bp_threshold is not None:
+            cfg["bp_threshold"] = bp_threshold
+        for job_id, out in _run_jobs(jobs, cfg, progress, info):
+            res = results[job_id]
+            for k in RESULT_FIELDS + _EXTRA_FIELDS:
+                if k in out and k != "code":
+                    res[k] = out[k]
+            if not res.get("verification_pass"):
+                res["bp_free"] = None
+    return results
+
+
+def _run_jobs(jobs: list[dict], cfg: dict, progress: bool, info: dict | None):
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation.sandbox", json.dumps(cfg)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env(),
+                            cwd="/", start_new_session=True)
+    bar = None
+    try:
+        ready = proc.stdout.readline()
+        if not ready:
+            raise SandboxError(f"sandbox server exited with status {proc.wait()} before it was ready")
+        hello = json.loads(ready)
+        for w in hello["isolation"].get("warnings", []):
+            log.warning("sandbox: %s", w)
+        if info is not None:
+            info.update(hello["isolation"])
+
+        def feed() -> None:
+            try:
+                for job in jobs:
+                    proc.stdin.write((json.dumps(job) + "\n").encode())
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc="scoring", unit="reply")
+        seen = 0
+        while seen < len(jobs):
+            line = proc.stdout.readline()
+            if not line:
+                raise SandboxError(f"sandbox server died after {seen}/{len(jobs)} replies (status {proc.wait()})")
+            out = json.loads(line)
+            seen += 1
+            if bar:
+                bar.update(1)
+            yield int(out.pop("id")), out
+    except BaseException:
+        # Ctrl-C or a broken server: stop now (its forks die with it through PR_SET_PDEATHSIG).
+        if proc.poll() is None:
+            proc.terminate()  # the server kills its running sandboxes and removes its dirs/cgroups
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()

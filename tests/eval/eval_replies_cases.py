@@ -1,0 +1,26 @@
+"""Hand-written replies shared by the evaluation tests."""
+
+RYCX = '''from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+n = {n}
+theta = ParameterVector("t", 2 * n)
+qc = QuantumCircuit(n)
+for i in range(n):
+    qc.ry(theta[i], i)
+for i in range(n - 1):
+    qc.cx(i, i + 1)
+for i in range(n):
+    qc.ry(theta[n + i], i)
+'''
+
+
+def fence(code: str, lang: str = "python") -> str:
+    return f"Here is the circuit:\n\n```{lang}\n{code}```\n\nIt uses RY rotations."
+
+
+def rycx(n: int) -> str:
+    return RYCX.format(n=n)
+
+
+def record(rid: str, reply: str, n: int = 4, ham: str = "heisenberg", constraint: str = "") -> dict:
+    return {"id": rid, "hamiltonian": ham, "num_qubits": n, "constraint": constraint, "reply": reply}

@@ -1,0 +1,46 @@
+"""TEST-ONLY fake OpenAI endpoint that dies abruptly after N chat completions.
+
+A real vLLM server cannot be made to die mid-run on demand; this reproduces exactly that fault
+(process gone, port closed) for the "server killed mid-run" test. Usage: python fake_dying_server.py PORT N
+"""
+
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+PORT, LIMIT = int(sys.argv[1]), int(sys.argv[2])
+served = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _json(self, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path.rstrip("/") == "/v1/models":
+            self._json({"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "test"}]})
+        else:
+            self.send_error(404)
+
+    def do_POST(self):
+        global served
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if served >= LIMIT:
+            os._exit(1)  # killed mid-run: no answer, port closed from now on
+        served += 1
+        self._json({"id": f"c{served}", "object": "chat.completion", "created": 0, "model": "tiny",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": f"reply {served}"}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+
+HTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
