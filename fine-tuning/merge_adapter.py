@@ -1,0 +1,79 @@
+"""Merge a trained LoRA/QLoRA adapter into its base model for vLLM (python fine-tuning/merge_adapter.py -h)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+try:
+    from quantummind.envcheck import require
+except ImportError:  # the seed's check_venv, for interpreters that lack the project entirely
+    print(f"error: quantummind is not importable by {sys.executable}; run it with .venv/bin/python "
+          "(create it with `make setup`)", file=sys.stderr)
+    sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Merge the best (lowest eval_loss) checkpoint of an axolotl LoRA/QLoRA run into its base "
+        "model, streaming one tensor at a time, and write a vLLM-ready model directory.",
+    )
+    p.add_argument("config", help="the axolotl YAML of the run (base_model, output_dir, adapter, bnb settings, "
+                   "tokens come from it; relative paths resolve against the current directory)")
+    p.add_argument("--checkpoint", default="best",
+                   help="'best' (lowest eval_loss, default), 'last' (highest step) or a checkpoint directory")
+    p.add_argument("--output", help="output directory (default: fine-tuning/merged_models/<run name>, "
+                   "run name = basename of output_dir)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="dtype of the merged weights (default: the base model's)")
+    p.add_argument("--max-shard-size", default="5GB", help="largest output shard, e.g. 5GB, 500MB (default 5GB)")
+    p.add_argument("--no-qlora-faithful", action="store_true",
+                   help="for QLoRA runs, add the delta to the original weights instead of to their 4-bit "
+                   "round trip (the weights the adapter was trained against)")
+    p.add_argument("--verify", action="store_true",
+                   help="also load base+adapter with PEFT and the merged model with transformers and report "
+                   "the max logit difference on a few prompts (slow for big models)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--allow-vocab-shrink", action="store_true",
+                   help="accept a trained vocabulary smaller than the base embedding")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the final line")
+    return p
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    require("torch", "yaml", env="train")
+    from quantummind.merge import MergeError, merge
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # SIGTERM cleans up like Ctrl-C: the partial output is removed before exit.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = merge(
+            args.config, checkpoint=args.checkpoint, output=args.output, dtype=args.dtype,
+            max_shard_size=args.max_shard_size, qlora_faithful=not args.no_qlora_faithful,
+            verify=args.verify, force=args.force, allow_vocab_shrink=args.allow_vocab_shrink,
+        )
+    except (MergeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: no output written", file=sys.stderr)
+        return 130
+    r = result.report
+    if "verify" in r:
+        print(f"verify: max |logit diff| = {r['verify']['max_abs_logit_diff']:.3g} "
+              f"(reference: {r['verify']['reference']})")
+    print(f"merged {r['checkpoint']} (eval_loss {r['eval_loss']}) -> {result.output} "
+          f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Streaming LoRA merge: base shards in, merged shards out, one tensor in memory at a time.
+
+Only torch, safetensors-format I/O (our own reader/writer), yaml and json: no transformers,
+peft or axolotl import on this path (they cost ~15 s and ~0.75 GiB before any work).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from quantummind.merge.adapter import Adapter
+from quantummind.merge.checkpoints import CheckpointChoice, select_checkpoint
+from quantummind.merge.errors import MergeError
+from quantummind.merge.nf4 import roundtrip_4bit
+from quantummind.merge.settings import HF_DTYPES, MergeSettings, load_settings, resolve_base_model
+from quantummind.merge.shards import (
+    DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
+)
+from quantummind.merge.vocab import mean_resize, tokenizer_vocab_size
+from quantummind.paths import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_ROOT = REPO_ROOT / "fine-tuning" / "merged_models"
+EMBED = "model.embed_tokens.weight"
+LM_HEAD = "lm_head.weight"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+)
+_DECODER_LINEAR = re.compile(r"(^|\.)layers\.\d+\..+\.weight$")
+
+
+@dataclass
+class BaseModel:
+    path: Path
+    config: dict
+    shards: list[Path]
+    infos: dict[str, tuple[Path, object]] = field(default_factory=dict)  # name -> (shard, TensorInfo)
+
+    @property
+    def tied(self) -> bool:
+        return LM_HEAD not in self.infos
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.infos[name][1].shape
+
+
+@dataclass
+class MergeResult:
+    output: Path
+    report: dict
+
+
+def open_base(path: Path) -> BaseModel:
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise MergeError(f"base model {path} has no config.json")
+    config = json.loads(cfg_path.read_text())
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted({path / f for f in weight_map.values()})
+    elif (path / "model.safetensors").is_file():
+        shards = [path / "model.safetensors"]
+    else:
+        raise MergeError(f"base model {path} has no safetensors weights (convert .bin checkpoints first)")
+    base = BaseModel(path, config, shards)
+    for shard in shards:
+        with SafetensorsReader(shard) as r:
+            for name, info in r.infos.items():
+                base.infos[name] = (shard, info)
+    if EMBED not in base.infos:
+        raise MergeError(f"base model {path} has no {EMBED}: not a supported decoder-only checkpoint")
+    return base
+
+
+def _output_dtype(dtype: str | None, base: BaseModel) -> torch.dtype:
+    name = dtype or base.config.get("dtype") or base.config.get("torch_dtype") or "float32"
+    if name not in HF_DTYPES:
+        raise MergeError(f"dtype {name!r}: choose bfloat16, float16 or float32")
+    return HF_DTYPES[name]
+
+
+def _tokenizer_source(choice: CheckpointChoice, settings: MergeSettings, base: BaseModel) -> Path:
+    for d in (choice.path, settings.output_dir):
+        if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():
+            return d
+    logger.warning("no tokenizer saved with the run: copying the base model's")
+    return base.path
+
+
+@dataclass
+class VocabPlan:
+    base_rows: int
+    rows: int
+    untie: bool  # tied base whose adapter trained a separate lm_head
+
+    @property
+    def resized(self) -> bool:
+        return self.rows != self.base_rows
+
+
+def plan_vocab(base: BaseModel, adapter: Adapter, tok_size: int | None, allow_shrink: bool) -> VocabPlan:
+    base_rows = base.shape(EMBED)[0]
+    shapes = adapter.shapes()
+    saved = [shapes[n][0] for n in (EMBED, LM_HEAD) if n in adapter.full]
+    if EMBED in adapter.lora:
+        saved.append(shapes[EMBED][0])
+    if saved and len(set(saved)) > 1:
+        raise MergeError(f"adapter embedding tensors disagree on vocab size: {sorted(set(saved))}")
+    rows = saved[0] if saved else max(base_rows, tok_size or 0)
+    if rows < base_rows and not allow_shrink:
+        raise MergeError(f"trained vocab ({rows}) is smaller than the base embedding ({base_rows}); "
+                         "pass --allow-vocab-shrink if that is intended")
+    if tok_size and tok_size > rows:
+        raise MergeError(f"trained tokenizer has {tok_size} ids but the adapter's embedding only {rows} rows")
+    untie = False
+    if base.tied and LM_HEAD in adapter.lora:
+        untie = True
+        logger.warning("tied base but the adapter has a LoRA on lm_head: writing lm_head untied")
+    elif base.tied and LM_HEAD in adapter.full:
+        lm = adapter.full_tensor(LM_HEAD)
+        emb = adapter.full_tensor(EMBED) if EMBED in adapter.full else None
+        untie = emb is None or not torch.equal(lm, emb)
+        if untie:
+            logger.warning("tied base but the adapter trained its own lm_head: writing it untied")
+    return VocabPlan(base_rows, rows, untie)
+
+
+def _check_architecture(base: BaseModel, adapter: Adapter, vocab: VocabPlan) -> None:
+    for name, shape in adapter.shapes().items():
+        target = name
+        if name == LM_HEAD and base.tied:
+            target = EMBED
+        if target not in base.infos:
+            raise MergeError(f"adapter/base architecture mismatch: adapter targets {name}, which the base "
+                             f"model {base.path} does not have")
+        base_shape = base.shape(target)
+        if name in (EMBED, LM_HEAD):
+            base_shape = (vocab.rows, *base_shape[1:])
+        if tuple(shape) != tuple(base_shape):
+            raise MergeError(f"adapter/base architecture mismatch at {name}: base {tuple(base_shape)}, "
+                             f"adapter {tuple(shape)} (was the adapter trained on another base model?)")
+
+
+def _is_4bit_in_training(name: str, ndim: int, settings: MergeSettings) -> bool:
+    """transformers' bnb quantizer makes every decoder nn.Linear 4-bit (2-D weights inside
+    layers.N), but not embeddings, lm_head, norms or llm_int8_skip_modules."""
+    if ndim != 2 or not _DECODER_LINEAR.search(name) or "norm" in name.rsplit(".", 2)[-2]:
+        return False
+    return not any(skip in name for skip in settings.skip_modules)
+
+
+class _Output:
+    """Routes produced tensors to the output shard writers, opening each in turn. Writing runs
+    in a background thread (file writes release the GIL) so disk I/O overlaps the next tensor's
+    merge; at most `inflight_bytes` of finished tensors wait in memory (one bigger tensor may
+    wait alone)."""
+
+    def __init__(self, directory: Path, shards: list[list[PlannedTensor]], inflight_bytes: int = 256 * 2**20):
+        self.directory = directory
+        self.names = shard_names(len(shards))
+        self.shards = shards
+        self.current: SafetensorsWriter | None = None
+        self.index = -1
+        self.weight_map: dict[str, str] = {}
+        self._limit = inflight_bytes
+        self._pending: list[tuple[str, torch.Tensor]] = []
+        self._pending_bytes = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="merge-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        with self._cond:
+            while self._pending and self._pending_bytes + size > self._limit and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise MergeError(f"writing the merged shards failed: {self._error}") from self._error
+            self._pending.append((name, tensor))
+            self._pending_bytes += size
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                name, tensor = self._pending[0]
+            try:
+                self._write_now(name, tensor)
+            except BaseException as exc:  # surfaced to the producer on its next call
+                with self._cond:
+                    self._error = exc
+                    self._pending.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._pending.pop(0)
+                self._pending_bytes -= tensor.numel() * tensor.element_size()
+                self._cond.notify_all()
+
+    def _write_now(self, name: str, tensor: torch.Tensor) -> None:
+        if self.current is None or self.current.complete:
+            if self.current is not None:
+                self.current.close()
+            self.index += 1
+            self.current = SafetensorsWriter(self.directory / self.names[self.index], self.shards[self.index])
+        self.current.write(name, tensor)
+        self.weight_map[name] = self.names[self.index]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise MergeError(f"writing the merged shards failed: {self._error}") from self._error
+        if self.current is not None:
+            self.current.close()
+        if self.index != len(self.shards) - 1:
+            raise RuntimeError("not every output shard was written")
+
+    def abort(self) -> None:
+        """Stop the writer without finishing (the temporary directory is removed by the caller)."""
+        with self._cond:
+            self._pending.clear()
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self.current is not None and not self.current._fh.closed:
+            self.current._fh.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _merged_config(base: BaseModel, vocab: VocabPlan, dtype: torch.dtype) -> dict:
+    cfg = dict(base.config)
+    cfg.pop("quantization_config", None)
+    name = str(dtype).replace("torch.", "")
+    cfg["vocab_size"] = vocab.rows
+    cfg["torch_dtype"] = name
+    cfg["dtype"] = name
+    if vocab.untie:
+        cfg["tie_word_embeddings"] = False
+    cfg["use_cache"] = True
+    return cfg
+
+
+def _generation_config(base: BaseModel, tok_dir: Path) -> dict:
+    path = base.path / "generation_config.json"
+    gen = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if key not in gen and base.config.get(key) is not None:
+            gen[key] = base.config[key]
+    tok_cfg = tok_dir / "tokenizer_config.json"
+    tok_json = tok_dir / "tokenizer.json"
+    if tok_cfg.is_file() and tok_json.is_file():
+        eos = json.loads(tok_cfg.read_text()).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        ids = {t["content"]: t["id"] for t in json.loads(tok_json.read_text()).get("added_tokens", [])}
+        if eos in ids:
+            # The trained run's eos (axolotl may change it via special_tokens) must stop generation.
+            cur = gen.get("eos_token_id")
+            cur = cur if isinstance(cur, list) else ([cur] if cur is not None else [])
+            if ids[eos] not in cur:
+                gen["eos_token_id"] = cur + [ids[eos]] if cur else ids[eos]
+    return gen
+
+
+def _prepare_output(target: Path, force: bool) -> Path:
+    if target.exists() and not target.is_dir():
+        raise MergeError(f"output {target} exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise MergeError(f"output {target} is not empty: pass --force to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.merging-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def _commit_output(tmp: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def merge(
+    config_path: str | Path,
+    *,
+    checkpoint: str | Path = "best",
+    output: str | Path | None = None,
+    dtype: str | None = None,
+    max_shard_size: str | int = "5GB",
+    qlora_faithful: bool = True,
+    verify: bool = False,
+    force: bool = False,
+    allow_vocab_shrink: bool = False,
+) -> MergeResult:
+    """Merge the chosen checkpoint of the run described by an axolotl config. Nothing is
+    written unless the whole merge succeeds."""
+    t0 = time.perf_counter()
+    settings = load_settings(config_path)
+    choice = select_checkpoint(settings.output_dir, checkpoint)
+    logger.info("checkpoints:\n%s", choice.format_table())
+    base = open_base(resolve_base_model(settings.base_model))
+    out_dtype = _output_dtype(dtype, base)
+    max_bytes = parse_size(max_shard_size)
+    target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
+    target = target.expanduser().resolve()
+
+    adapter = Adapter(choice.path)
+    try:
+        tok_dir = _tokenizer_source(choice, settings, base)
+        vocab = plan_vocab(base, adapter, tokenizer_vocab_size(tok_dir), allow_vocab_shrink)
+        _check_architecture(base, adapter, vocab)
+        faithful = bool(qlora_faithful and settings.is_qlora)
+
+        # Plan every output tensor up front (order = base shard/file order) so headers are known.
+        order: list[str] = []
+        for shard in base.shards:
+            with SafetensorsReader(shard) as r:
+                order += r.names()
+        plan: list[PlannedTensor] = []
+        for name in order:
+            info = base.infos[name][1]
+            shape = info.shape
+            if name in (EMBED, LM_HEAD):
+                shape = (vocab.rows, *shape[1:])
+            src_dtype = DTYPES[info.dtype]
+            plan.append(PlannedTensor(name, out_dtype if src_dtype.is_floating_point else src_dtype, shape))
+            if name == EMBED and vocab.untie:
+                plan.append(PlannedTensor(LM_HEAD, out_dtype, shape))
+        shards = split_into_shards(plan, max_bytes)
+
+        tmp = _prepare_output(target, force)
+        out: _Output | None = None
+        try:
+            out = _Output(tmp, shards)
+            rounded = 0
+            for shard in base.shards:
+                with SafetensorsReader(shard) as reader:
+                    for name in reader.names():
+                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, faithful)
+                        rounded += int(faithful and name not in adapter.full
+                                        and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
+                        out.write(name, tensor.to(out_dtype) if tensor.is_floating_point() else tensor)
+                        if name == EMBED and vocab.untie:
+                            lm = _untied_lm_head(reader, adapter, vocab)
+                            out.write(LM_HEAD, lm.to(out_dtype))
+                            del lm
+                        del tensor
+            out.close()
+            if len(shards) > 1:
+                total = sum(t.nbytes for t in plan)
+                _write_json(tmp / "model.safetensors.index.json",
+                            {"metadata": {"total_size": total}, "weight_map": out.weight_map})
+            _write_json(tmp / "config.json", _merged_config(base, vocab, out_dtype))
+            _write_json(tmp / "generation_config.json", _generation_config(base, tok_dir))
+            copied = [f for f in TOKENIZER_FILES if (tok_dir / f).is_file()]
+            for f in copied:
+                shutil.copy2(tok_dir / f, tmp / f)
+
+            report = {
+                "checkpoint": str(choice.path),
+                "selection": choice.how,
+                "step": choice.step,
+                "eval_loss": choice.eval_loss,
+                "checkpoints": [s.to_json() for s in choice.table],
+                "base_model": settings.base_model,
+                "base_model_path": str(base.path),
+                "config": str(Path(config_path).resolve()),
+                "dtype": str(out_dtype).replace("torch.", ""),
+                "resized_vocab": {"from": vocab.base_rows, "to": vocab.rows} if vocab.resized else None,
+                "untied_embeddings": vocab.untie,
+                "qlora_faithful": faithful,
+                "qlora": ({"quant_type": settings.quant_type, "blocksize": settings.blocksize,
+                           "double_quant": settings.double_quant, "rounded_tensors": rounded}
+                          if faithful else None),
+                "adapter": {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
+                            "use_rslora": bool(adapter.config.get("use_rslora")), "use_dora": adapter.use_dora,
+                            "lora_modules": len(adapter.lora), "full_tensors": sorted(adapter.full)},
+                "tokenizer_from": str(tok_dir),
+                "tokenizer_files": copied,
+                "shards": out.names,
+                "max_shard_size": max_bytes,
+            }
+            if verify:
+                from quantummind.merge.verify import verify_merge
+
+                report["verify"] = verify_merge(base.path, choice.path, tmp, settings, faithful=faithful)
+            report["seconds"] = round(time.perf_counter() - t0, 3)
+            report["peak_rss_bytes"] = peak_rss_bytes()
+            _write_json(tmp / "merge_report.json", report)
+            _commit_output(tmp, target)
+        except BaseException:
+            if out is not None:
+                out.abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        adapter.close()
+    logger.info("merged %s -> %s in %.1f s", choice.path, target, report["seconds"])
+    return MergeResult(target, report)
+
+
+def _produce(name: str, tensor: torch.Tensor, adapter: Adapter, vocab: VocabPlan, settings: MergeSettings,
+             faithful: bool) -> torch.Tensor:
+    was_4bit = faithful and name not in adapter.full and _is_4bit_in_training(name, tensor.ndim, settings)
+    if name in adapter.full:  # modules_to_save: the trained tensor replaces the base one
+        tensor = adapter.full_tensor(name)
+    elif name in (EMBED, LM_HEAD) and vocab.rows != tensor.shape[0]:
+        tensor = mean_resize(tensor, vocab.rows) if vocab.rows > tensor.shape[0] else tensor[: vocab.rows]
+    if was_4bit:
+        tensor = _roundtrip(tensor.float(), settings)
+    if name in adapter.lora:
+        return adapter.merge_into(name, tensor)
+    return tensor
+
+
+def _untied_lm_head(reader: SafetensorsReader, adapter: Adapter, vocab: VocabPlan) -> torch.Tensor:
+    """lm_head of a tied base that training untied: the adapter's full copy, else the (resized)
+    shared embedding, plus the adapter's lm_head LoRA if any."""
+    if LM_HEAD in adapter.full:
+        lm = adapter.full_tensor(LM_HEAD)
+    else:
+        lm = reader.get(EMBED)
+        if vocab.rows != lm.shape[0]:
+            lm = mean_resize(lm, vocab.rows) if vocab.rows > lm.shape[0] else lm[: vocab.rows]
+    return adapter.merge_into(LM_HEAD, lm) if LM_HEAD in adapter.lora else lm
+
+
+def _roundtrip(weight: torch.Tensor, settings: MergeSettings) -> torch.Tensor:
+    w = weight.to(settings.train_dtype)
+    dq = roundtrip_4bit(w, quant_type=settings.quant_type, blocksize=settings.blocksize,
+                        double_quant=settings.double_quant)
+    return dq.to(settings.compute_dtype).float()

@@ -1,0 +1,136 @@
+"""The parts of an axolotl YAML the merge needs, read with plain pyyaml (no axolotl import)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from quantummind.merge.errors import MergeError
+
+HF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def _load_yaml(path: Path) -> dict:
+    """The training side's loader (issue 4) when present: one notion of path resolution."""
+    try:
+        from quantummind.training.config import load_config
+    except ImportError:
+        load_config = None
+    if not path.is_file():
+        raise MergeError(f"config {path} not found")
+    try:
+        cfg = load_config(path) if load_config else yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise MergeError(f"config {path} is not valid YAML: {exc}") from None
+    except Exception as exc:  # the training loader's ConfigError: already a one-line message
+        if type(exc).__name__ == "ConfigError":
+            raise MergeError(str(exc)) from None
+        raise
+    if not isinstance(cfg, dict):
+        raise MergeError(f"config {path} is not a YAML mapping")
+    return cfg
+
+
+def _truthy(v) -> bool:
+    return v is True or (isinstance(v, str) and v.lower() in ("true", "auto"))
+
+
+@dataclass
+class MergeSettings:
+    config_path: Path
+    base_model: str
+    output_dir: Path
+    adapter: str
+    load_in_4bit: bool
+    quant_type: str = "nf4"
+    blocksize: int = 64
+    double_quant: bool = True
+    train_dtype: torch.dtype = torch.float32  # dtype the base was loaded in for training
+    compute_dtype: torch.dtype = torch.float32  # dtype the 4-bit base was dequantized to
+    skip_modules: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    special_tokens: dict = field(default_factory=dict)
+    lora_modules_to_save: list[str] = field(default_factory=list)
+
+    @property
+    def run_name(self) -> str:
+        return self.output_dir.name
+
+    @property
+    def is_qlora(self) -> bool:
+        return self.adapter == "qlora" or bool(self.load_in_4bit)
+
+
+def _dtype(value, default: torch.dtype) -> torch.dtype:
+    if value is None:
+        return default
+    if isinstance(value, torch.dtype):
+        return value
+    name = str(value).replace("torch.", "")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, **HF_DTYPES}.get(name, default)
+
+
+def load_settings(config_path: str | Path) -> MergeSettings:
+    """Relative paths resolve against the CWD, as axolotl resolves them."""
+    path = Path(config_path)
+    cfg = _load_yaml(path)
+    for key in ("base_model", "output_dir"):
+        if not cfg.get(key):
+            raise MergeError(f"config {path} has no {key}")
+    adapter = cfg.get("adapter")
+    if adapter not in ("lora", "qlora"):
+        raise MergeError(f"config {path}: adapter is {adapter!r}; only lora/qlora runs have an adapter to merge")
+    if _truthy(cfg.get("bf16")) or cfg.get("bfloat16"):
+        train_dtype = torch.bfloat16
+    elif _truthy(cfg.get("fp16")) or cfg.get("float16"):
+        train_dtype = torch.float16
+    else:
+        train_dtype = torch.float32
+    bnb = cfg.get("bnb_config_kwargs") or {}
+    base = str(cfg["base_model"])
+    if base.startswith((".", "/", "~")) or os.path.isdir(base):
+        base = str(Path(base).expanduser().resolve())
+    return MergeSettings(
+        config_path=path,
+        base_model=base,
+        output_dir=Path(cfg["output_dir"]).expanduser().resolve(),
+        adapter=adapter,
+        load_in_4bit=bool(cfg.get("load_in_4bit")),
+        quant_type=str(bnb.get("bnb_4bit_quant_type", cfg.get("bnb_4bit_quant_type", "nf4"))),
+        blocksize=int(bnb.get("blocksize", 64) or 64),
+        double_quant=bool(bnb.get("bnb_4bit_use_double_quant", cfg.get("bnb_4bit_use_double_quant", True))),
+        train_dtype=train_dtype,
+        compute_dtype=_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype),
+        skip_modules=list(bnb.get("llm_int8_skip_modules") or []),
+        tokens=list(cfg.get("tokens") or []),
+        special_tokens=dict(cfg.get("special_tokens") or {}),
+        lora_modules_to_save=list(cfg.get("lora_modules_to_save") or []),
+    )
+
+
+def resolve_base_model(name: str) -> Path:
+    """A local directory, or a hub id found in the local HF cache (never downloaded)."""
+    p = Path(name)
+    if p.is_dir():
+        return p
+    if name.startswith((".", "/", "~")):
+        raise MergeError(f"base_model {name} does not exist")
+    if os.environ.get("HF_HUB_CACHE"):
+        cache = Path(os.environ["HF_HUB_CACHE"])
+    else:
+        cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    repo = cache / ("models--" + name.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    snapshots = repo / "snapshots"
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    if snapshots.is_dir():
+        found = sorted(snapshots.iterdir(), key=lambda d: d.stat().st_mtime)
+        if found:
+            return found[-1]
+    raise MergeError(f"base_model {name!r} is not a directory and not in the HF cache ({cache}); "
+                     "download it first (huggingface-cli download) or point base_model at a local copy")

@@ -1,0 +1,92 @@
+"""--verify: the merged model must reproduce base+adapter as PEFT runs it.
+
+This is the one place the merge imports transformers/peft (and bitsandbytes for QLoRA runs):
+it loads the trained model the way training saw it and compares next-token logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from quantummind.merge.settings import MergeSettings
+
+logger = logging.getLogger(__name__)
+
+PROMPTS = [
+    "Create a 4-qubit variational circuit for the Heisenberg chain Hamiltonian ground state.",
+    "Write a hardware-efficient ansatz with RY rotations and CX entanglers for 6 qubits.",
+    "Explain what a barren plateau is in one sentence.",
+]
+
+
+def load_trained_model(base_path: Path, adapter_path: Path, settings: MergeSettings, *, quantized: bool,
+                       vocab_rows: int | None = None):
+    """base (+4-bit NF4 as in training when `quantized`) + PEFT adapter, eval mode, on the CPU."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"dtype": settings.compute_dtype if quantized else torch.float32}
+    if quantized:
+        import bitsandbytes.nn.modules as bnb_modules
+        from transformers import BitsAndBytesConfig
+
+        # Training ran with the AVX512-BF16 inference repack disabled (it breaks training on
+        # CPUs that have it); use the same kernels so the reference is what training saw.
+        bnb_modules.has_avx512bf16 = lambda: False
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=settings.quant_type,
+            bnb_4bit_use_double_quant=settings.double_quant, bnb_4bit_compute_dtype=settings.compute_dtype,
+            bnb_4bit_quant_storage=torch.bfloat16, llm_int8_skip_modules=settings.skip_modules or None,
+        )
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), **kwargs)
+    if vocab_rows and base.get_input_embeddings().weight.shape[0] != vocab_rows:
+        base.resize_token_embeddings(vocab_rows, mean_resizing=False)
+    model = PeftModel.from_pretrained(base, str(adapter_path))
+    return model.eval()
+
+
+def prompt_batches(tokenizer_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    out = []
+    for p in PROMPTS:
+        msgs = [{"role": "user", "content": p}]
+        if tok.chat_template:
+            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            out.append(ids["input_ids"])
+        else:
+            out.append(tok(p, return_tensors="pt")["input_ids"])
+    return out
+
+
+def logits(model, batches) -> list:
+    import torch
+
+    with torch.no_grad():
+        return [model(input_ids=ids).logits.float() for ids in batches]
+
+
+def max_logit_diff(a: list, b: list, columns: int | None = None) -> float:
+    return max(float((x[..., :columns] - y[..., :columns]).abs().max()) for x, y in zip(a, b))
+
+
+def verify_merge(base_path: Path, adapter_path: Path, merged_path: Path, settings: MergeSettings, *,
+                 faithful: bool) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_path), dtype=torch.float32).eval()
+    rows = merged.get_input_embeddings().weight.shape[0]
+    batches = prompt_batches(merged_path)
+    got = logits(merged, batches)
+    del merged
+    quantized = bool(faithful and settings.is_qlora)
+    ref_model = load_trained_model(base_path, adapter_path, settings, quantized=quantized, vocab_rows=rows)
+    ref = logits(ref_model, batches)
+    diff = max_logit_diff(got, ref)
+    logger.info("verify: max |logit diff| %.3g over %d prompts", diff, len(batches))
+    return {"max_abs_logit_diff": diff, "prompts": len(batches),
+            "reference": "peft on 4-bit base (bitsandbytes)" if quantized else "peft on full-precision base"}

@@ -1,0 +1,57 @@
+"""Vocabulary bookkeeping: how many token ids the trained tokenizer emits, and growing an
+embedding matrix the way transformers' resize_token_embeddings(mean_resizing=True) does."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+COV_CHUNK_ROWS = 8192  # covariance accumulated in row chunks: never a second full fp32 copy
+
+
+def tokenizer_vocab_size(tokenizer_dir: Path) -> int | None:
+    """Number of ids the tokenizer can emit (max id + 1), from tokenizer.json; None if absent."""
+    path = tokenizer_dir / "tokenizer.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    ids = [t["id"] for t in data.get("added_tokens", [])]
+    vocab = (data.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        ids += list(vocab.values())
+    elif isinstance(vocab, list):  # unigram: list of [piece, score]
+        ids.append(len(vocab) - 1)
+    return max(ids) + 1 if ids else None
+
+
+def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> torch.Tensor:
+    """Append rows sampled from N(mean, 1e-9 * cov) of the old rows (transformers' mean_resizing);
+    the mean itself when that covariance is not positive definite. Returns float32."""
+    old32 = old.float()
+    n, hidden = old32.shape
+    added = new_rows - n
+    out = torch.empty((new_rows, hidden), dtype=torch.float32)
+    out[:n] = old32
+    if added <= 0:
+        return out[:new_rows]
+    mean = old32.mean(dim=0)
+    cov = torch.zeros((hidden, hidden), dtype=torch.float32)
+    for start in range(0, n, COV_CHUNK_ROWS):
+        centered = old32[start:start + COV_CHUNK_ROWS] - mean
+        cov.addmm_(centered.T, centered)
+    cov /= n
+    eps_cov = 1e-9 * cov
+    gen = torch.Generator().manual_seed(seed)
+    chol, info = torch.linalg.cholesky_ex(eps_cov)
+    if int(info) == 0:
+        noise = torch.randn((added, hidden), generator=gen, dtype=torch.float32)
+        out[n:] = mean + noise @ chol.T
+    else:
+        logger.warning("embedding covariance not positive definite: new rows set to the mean")
+        out[n:] = mean
+    return out
