@@ -1,0 +1,104 @@
+"""QuantumMind training wrapper around axolotl: lint, train, verify.
+
+  lint   CONFIG            offline preflight checks (exit 1 on errors, 0 with warnings only)
+  train  CONFIG [ARGS...]  lint, then `accelerate launch -m axolotl.cli.train CONFIG ARGS...`,
+                           then training_log.yaml + loss_curve.png in output_dir
+  verify CONFIG            load base + best adapter, generate for the seed's 4-qubit XY-chain
+                           prompt, score the reply with the evaluation verifier (exit 1 on FAIL)
+
+Plain `accelerate launch -m axolotl.cli.train CONFIG` works on every config; this adds, it is
+never required. Run from the repository root: config paths resolve against the CWD, as in axolotl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from quantummind.training.config import ConfigError, load_config
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from quantummind.training.lint import format_report, lint_config, report_json
+
+    cfg = load_config(args.config)
+    report = lint_config(cfg, device=args.device)
+    print(report_json(report) if args.json else format_report(report, args.config))
+    return report.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from quantummind.training.lint import format_report
+    from quantummind.training.training_log import LOSS_WARNING_THRESHOLD
+    from quantummind.training.wrapper import train
+
+    cfg = load_config(args.config)
+    result = train(args.config, cfg, args.extra, num_processes=args.num_processes)
+    print(format_report(result.lint, args.config))
+    if result.lint.errors:
+        print("error: lint failed; nothing was trained (fix the errors above)", file=sys.stderr)
+        return 1
+    if result.returncode != 0:
+        print(f"error: axolotl exited with status {result.returncode}", file=sys.stderr)
+        return result.returncode
+    log = result.log or {}
+    print(f"training log: {result.log_path}\nloss curve:   {result.plot_path}")
+    print(f"final_train_loss={log.get('final_train_loss')} best_eval_loss={log.get('best_eval_loss')} "
+          f"at step {log.get('best_step')} ({log.get('best_checkpoint')})")
+    loss = log.get("final_train_loss")
+    if loss is None or loss >= LOSS_WARNING_THRESHOLD:
+        print(f"WARNING: Training loss >= {LOSS_WARNING_THRESHOLD} ({loss}), model may be undertrained")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from quantummind.training.verify import verify
+
+    cfg = load_config(args.config)
+    result = verify(cfg, checkpoint=args.checkpoint, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, seed=args.seed)
+    loss = f" (eval_loss {result.eval_loss:.4f})" if result.eval_loss is not None else ""
+    print(f"checkpoint: {result.checkpoint}{loss}\nprompt: {result.prompt}\n--- reply ---\n{result.reply}\n---")
+    print(result.verdict())
+    return 0 if result.passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("lint", help="offline preflight checks of an axolotl config")
+    p.add_argument("config", help="axolotl YAML")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="where the run will happen: cpu checks the CPU keys; auto = gpu if one is visible "
+                        "or the config has GPU-only keys, else cpu (default auto)")
+    p.add_argument("--json", action="store_true", help="print findings and the memory estimate as JSON")
+    p.set_defaults(func=_lint)
+    p = sub.add_parser("train", help="lint, then accelerate launch -m axolotl.cli.train CONFIG ARGS...")
+    p.add_argument("config", help="axolotl YAML")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="data-parallel processes for accelerate launch (--multi_gpu; on a CPU host "
+                        "ACCELERATE_USE_CPU=true is set). Default 1")
+    p.add_argument("extra", nargs=argparse.REMAINDER,
+                   help="passed through to axolotl after CONFIG (e.g. --learning_rate 1e-4)")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("verify", help="generate for the seed's XY-chain prompt and score the reply")
+    p.add_argument("config", help="axolotl YAML of the trained run (its output_dir holds the checkpoints)")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (lowest eval_loss), last, or a checkpoint directory (default best)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="generation length (default 512, seed)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7, seed)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.set_defaults(func=_verify)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The record of a run: training_log.yaml (the seed's fields + best checkpoint + peak GPU memory)
+and loss_curve.png, both read from the Trainer's own trainer_state.json files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+LOSS_WARNING_THRESHOLD = 0.5  # seed Step 3.4: "Training loss < 0.5"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointEval:
+    step: int
+    path: Path
+    eval_loss: float | None
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and _CKPT.match(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))
+
+
+def _state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def log_history(output_dir: Path) -> list[dict[str, Any]]:
+    """The fullest log_history available: the run's own trainer_state.json, else the last checkpoint's."""
+    candidates = [_state(Path(output_dir))] + [_state(p) for p in checkpoints(output_dir)]
+    return max((c.get("log_history") or [] for c in candidates), key=len, default=[])
+
+
+def checkpoint_evals(output_dir: Path) -> list[CheckpointEval]:
+    """eval_loss of every checkpoint at its own step (the merge's reader, reused)."""
+    from quantummind.merge.checkpoints import list_checkpoints
+
+    if not Path(output_dir).is_dir():
+        return []
+    return [CheckpointEval(s.step, s.path, s.eval_loss) for s in list_checkpoints(output_dir)]
+
+
+def best_checkpoint(output_dir: Path) -> CheckpointEval | None:
+    """The checkpoint the merge would pick (lowest eval_loss); None when none has an eval_loss."""
+    from quantummind.merge import MergeError, select_checkpoint
+
+    try:
+        choice = select_checkpoint(output_dir, "best")
+    except MergeError:
+        return None
+    return CheckpointEval(int(choice.step), choice.path, choice.eval_loss)
+
+
+def final_train_loss(history: list[dict[str, Any]], streamed: float | None = None) -> float | None:
+    """The seed's `train_result.training_loss` (mean over the run), as the Trainer reports it at the
+    end; else the last logged training loss."""
+    if streamed is not None:
+        return streamed
+    summary = [e["train_loss"] for e in history if "train_loss" in e]
+    if summary:
+        return float(summary[-1])
+    losses = [e["loss"] for e in history if "loss" in e]
+    return float(losses[-1]) if losses else None
+
+
+def _last_loss(history: list[dict[str, Any]]) -> float | None:
+    losses = [e["loss"] for e in history if "loss" in e]
+    return round(float(losses[-1]), 4) if losses else None
+
+
+_TRAIN_LOSS = re.compile(r"'train_loss':\s*'?([0-9.eE+-]+)")
+
+
+def train_loss_from_output(text: str) -> float | None:
+    """The Trainer's end-of-training summary dict, as printed in axolotl's output."""
+    found = _TRAIN_LOSS.findall(text)
+    return float(found[-1]) if found else None
+
+
+def peak_gpu_memory_gib(history: list[dict[str, Any]]) -> float | None:
+    """axolotl logs torch.cuda.max_memory_allocated with every log line on a GPU; absent on a CPU."""
+    values = [float(v) for e in history for k, v in e.items() if k.startswith("memory/max_alloc")]
+    return max(values) if values else None
+
+
+def count_jsonl(path: str) -> int | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    with p.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _dataset_paths(cfg: dict[str, Any], key: str) -> list[str]:
+    return [str(d["path"]) for d in cfg.get(key) or [] if isinstance(d, dict) and d.get("path")]
+
+
+def _sum_counts(paths: list[str]) -> int | None:
+    counts = [count_jsonl(p) for p in paths]
+    return sum(counts) if counts and all(c is not None for c in counts) else None
+
+
+def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: float, gpu: str,
+                       world_size: int = 1, streamed_train_loss: float | None = None,
+                       on_gpu: bool = True) -> dict[str, Any]:
+    history = log_history(output_dir)
+    train_paths, val_paths = _dataset_paths(cfg, "datasets"), _dataset_paths(cfg, "test_datasets")
+    best = best_checkpoint(output_dir)
+    mbs, gas = int(cfg.get("micro_batch_size") or 1), int(cfg.get("gradient_accumulation_steps") or 1)
+    loss = final_train_loss(history, streamed_train_loss)
+    return {
+        # The seed's fields (Step 3.4, Action 4), in its order.
+        "version": Path(output_dir).name,
+        "base_model": cfg.get("base_model"),
+        "training_data": train_paths[0] if len(train_paths) == 1 else train_paths,
+        "num_train_examples": _sum_counts(train_paths),
+        "num_val_examples": _sum_counts(val_paths),
+        "epochs": cfg.get("num_epochs"),
+        "final_train_loss": None if loss is None else round(loss, 4),
+        "training_time_hours": round(wall_seconds / 3600, 4),
+        "gpu": gpu,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "lora_r": cfg.get("lora_r"),
+        "lora_alpha": cfg.get("lora_alpha"),
+        "learning_rate": cfg.get("learning_rate"),
+        "batch_size_effective": mbs * gas * world_size,
+        # Added: what the merge and the user need next.
+        "last_train_loss": _last_loss(history),
+        "best_eval_loss": None if best is None else round(best.eval_loss, 4),
+        "best_step": None if best is None else best.step,
+        "best_checkpoint": None if best is None else str(best.path),
+        "global_steps": max((int(e.get("step", 0)) for e in history), default=0),
+        # axolotl logs 0.0 on a CPU: no GPU, no peak.
+        "peak_gpu_memory_gib": peak_gpu_memory_gib(history) if on_gpu else None,
+        "config": cfg.get("_config_path"),
+        "loss_curve": "loss_curve.png",
+    }
+
+
+def write_training_log(log: dict[str, Any], output_dir: Path) -> Path:
+    path = Path(output_dir) / "training_log.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(log, sort_keys=False, default_flow_style=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def plot_loss_curve(output_dir: Path, path: Path | None = None) -> Path:
+    """Train and eval loss vs step, the best checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = log_history(output_dir)
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e and "step" in e]
+    best = best_checkpoint(output_dir)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue", lw=1.4)
+    if evals:
+        ax.plot(*zip(*evals), label="eval loss", color="tab:orange", marker="o", ms=4, lw=1.4)
+    if best is not None:
+        ax.scatter([best.step], [best.eval_loss], s=160, marker="*", color="tab:red", zorder=5,
+                   label=f"best checkpoint (step {best.step}, {best.eval_loss:.3f})")
+    ax.axhline(LOSS_WARNING_THRESHOLD, color="grey", ls=":", lw=1, label="seed threshold 0.5")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{Path(output_dir).name}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = path or Path(output_dir) / "loss_curve.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
