@@ -214,17 +214,24 @@ def test_foreground_server_stops_everything_on_ctrl_c(tiny_model_dir, serve_pyth
     env.update({"RUN_DIR": str(tmp_path), "SERVED_NAME": "fg", "SERVE_TIMEOUT": "300"})
     proc = subprocess.Popen([str(SCRIPT), str(tiny_model_dir), str(port), "2", "512"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    children: list[int] = []
     try:
         wait_for_health(f"http://127.0.0.1:{port}", timeout_s=300, proc=proc)
-        assert isinstance(_chat(f"http://127.0.0.1:{port}/v1", "fg"), str)
         tree = psutil.Process(proc.pid).children(recursive=True)
         children = [c.pid for c in tree]
         assert any("vllm" in " ".join(c.cmdline()) for c in tree), "the vLLM process should be running"
+        assert isinstance(_chat(f"http://127.0.0.1:{port}/v1", "fg"), str)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed: leave nothing behind (vLLM has its own session)
+            children += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
             os.killpg(proc.pid, signal.SIGKILL)
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
         time.sleep(0.5)

@@ -1,0 +1,49 @@
+"""End to end: the `make demo` pipeline (smaller) through real axolotl, the merge, vLLM and the judge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from quantummind.paths import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(tmp_path, serve_python):
+    run = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantummind.demo", "--run-dir", str(run), "--num-examples", "400",
+         "--num-tests", "24", "--max-tokens", "128"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    for n in range(1, 11):
+        assert f"==> [{n}/10]" in proc.stdout, f"step {n} was not announced"
+
+    # training left checkpoints scored by eval_loss, and the merge chose the best of them
+    report = json.loads((run / "merged" / "merge_report.json").read_text())
+    losses = [row["eval_loss"] for row in report["checkpoints"] if row["eval_loss"] is not None]
+    assert report["eval_loss"] == min(losses)
+    assert (run / "checkpoints" / "tiny-cpu" / "training_log.yaml").is_file()
+
+    # the merged model loads with transformers and ships the trained run's tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run / "merged")
+    tok = AutoTokenizer.from_pretrained(run / "merged")
+    assert model.config.vocab_size >= len(tok)
+
+    # both models were served and judged; the fine-tuned one writes valid Python more often
+    base = yaml.safe_load((run / "eval" / "base" / "validation_log.yaml").read_text())
+    tuned = yaml.safe_load((run / "eval" / "finetuned" / "validation_log.yaml").read_text())
+    assert base["num_tests"] == tuned["num_tests"] == 24
+    assert tuned["syntax_rate"] > base["syntax_rate"], (base, tuned)
+    assert list((run / "compare").glob("*.png")), "the comparison plots are missing"
+    assert "fine-tuned" in proc.stdout and "syntax_rate" in proc.stdout
+
+    # nothing left running
+    assert not list((run / "serve").glob("*.pid"))
