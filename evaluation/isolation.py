@@ -14,7 +14,8 @@ import struct
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 0x1, 0x2, 0x4, 0x20, 0x1000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
 
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
@@ -50,6 +51,15 @@ def mount_tmpfs(path: str, size_bytes: int, uid: int, mode: str = "0700") -> Non
     opts = f"size={size_bytes},mode={mode},uid={uid},gid={uid}".encode()
     _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV), opts),
            f"mount tmpfs on {path}")
+
+
+def bind_readonly(fd: int, target: str) -> None:
+    """Bind what `fd` (an O_PATH handle opened before `target` was covered by another mount) points
+    at onto `target`, read-only. This is how a venv under /tmp stays importable once /tmp is hidden."""
+    src = f"/proc/self/fd/{fd}".encode()
+    _check(_libc.mount(src, target.encode(), None, ctypes.c_ulong(MS_BIND | MS_REC), None), f"bind {target}")
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+    _check(_libc.mount(None, target.encode(), None, ctypes.c_ulong(flags), None), f"remount {target} read-only")
 
 
 def mount_proc() -> None:

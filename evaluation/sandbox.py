@@ -106,6 +106,17 @@ def readable_paths() -> list[str]:
                   and os.path.abspath(p) not in ("/", "/root", "/home", "/work", "/tmp", "/etc", "/var"))
 
 
+def _readable_under(dirs: tuple[str, ...]) -> list[str]:
+    """The readable paths that lie inside one of `dirs`, outermost only (binding those covers the rest)."""
+    inside = sorted((p for p in readable_paths()
+                     if any(os.path.commonpath([p, d]) == d for d in dirs if os.path.isdir(d))), key=len)
+    outer: list[str] = []
+    for p in inside:
+        if not any(os.path.commonpath([p, o]) == o for o in outer):
+            outer.append(p)
+    return outer
+
+
 # ------------------------------------------------------------------------------------------ reply (G)
 
 def _reply_process(code: str, workdir: str, uid: int | None, limits: SandboxLimits, result_fd: int,
@@ -251,10 +262,21 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
             isolation.unshare(isolation.CLONE_NEWNS)
             isolation.make_mounts_private()
             if iso.tmpfs:
-                # Shared scratch places (and the unix sockets other programs keep there) disappear.
+                # Shared scratch places (and the unix sockets other programs keep there) disappear,
+                # except the Python installation and this package when they live there (a venv
+                # or a checkout under /tmp): those come back read-only.
+                keep = [(p, os.open(p, os.O_PATH)) for p in _readable_under(HIDDEN_DIRS)]
                 for shared in HIDDEN_DIRS:
                     if os.path.isdir(shared) and not os.path.islink(shared):
                         isolation.mount_tmpfs(shared, 1 * MiB, 0, mode="0755")
+                for path, fd in keep:
+                    if os.path.isdir(f"/proc/self/fd/{fd}"):
+                        os.makedirs(path, exist_ok=True)
+                    else:
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                        open(path, "a").close()
+                    isolation.bind_readonly(fd, path)
+                    os.close(fd)
                 os.makedirs(workdir, exist_ok=True)
                 isolation.mount_tmpfs(workdir, limits.tmpfs_bytes, uid if uid is not None else 0)
         if iso.pid_namespace:
