@@ -19,10 +19,9 @@ from pathlib import Path
 import yaml
 
 from quantummind.paths import REPO_ROOT, offline_env
-from quantummind.serving import free_port
+from quantummind.serving import BackgroundServer, start_background_server
 
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny-cpu.yaml"
-SERVE = REPO_ROOT / "serve_vllm.sh"
 
 
 class DemoFailed(RuntimeError):
@@ -55,9 +54,8 @@ class Pipeline:
         self.total = total_steps
         self.done = 0
         self.step_seconds: dict[str, float] = {}
-        self.ports: list[int] = []
+        self.servers: list[BackgroundServer] = []
         self.env = offline_env()
-        self.env["RUN_DIR"] = str(settings.run_dir / "serve")
         self.py = sys.executable
 
     def step(self, title: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
@@ -72,26 +70,23 @@ class Pipeline:
         return proc.returncode
 
     def serve(self, title: str, model_dir: Path, name: str) -> str:
-        port = free_port()
-        self.ports.append(port)
-        env_name = dict(self.env, SERVED_NAME=name)
         self.done += 1
         print(f"\n==> [{self.done}/{self.total}] {title}\n    $ SERVED_NAME={name} ./serve_vllm.sh --background "
-              f"{model_dir} {port} 4 1024", flush=True)
+              f"{model_dir} PORT 4 1024", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.run([str(SERVE), "--background", str(model_dir), str(port), "4", "1024"],
-                              cwd=REPO_ROOT, env=env_name)
+        try:
+            server = start_background_server(model_dir, name, self.s.run_dir / "serve", quiet=False)
+        except RuntimeError as exc:
+            raise DemoFailed(f"step {self.done}/{self.total} ({title}) failed: the server did not start") from exc
+        self.servers.append(server)
         self.step_seconds[title] = time.monotonic() - t0
-        if proc.returncode != 0:
-            raise DemoFailed(f"step {self.done}/{self.total} ({title}) failed: the server did not start")
         print(f"    done in {self.step_seconds[title]:.0f} s", flush=True)
-        return f"http://127.0.0.1:{port}/v1"
+        return server.base_url
 
     def stop_servers(self) -> None:
-        for port in self.ports:
-            subprocess.run([str(SERVE), "stop", str(port)], cwd=REPO_ROOT, env=self.env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ports.clear()
+        for server in self.servers:
+            server.stop()
+        self.servers.clear()
 
 
 def write_run_config(run_dir: Path) -> Path:
@@ -116,7 +111,8 @@ def read_rates(eval_dir: Path) -> dict[str, float]:
 
 def run_demo(s: DemoSettings) -> DemoResult:
     t_start = time.monotonic()
-    run = s.run_dir.resolve()
+    s.run_dir = s.run_dir.resolve()  # servers and subprocesses must agree on where things are
+    run = s.run_dir
     run.mkdir(parents=True, exist_ok=True)
     for stale in ("checkpoints", "prepared", "merged", "eval", "compare"):
         shutil.rmtree(run / stale, ignore_errors=True)

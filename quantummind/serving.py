@@ -9,6 +9,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -51,3 +53,52 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+SERVE_SCRIPT = Path(__file__).resolve().parent.parent / "serve_vllm.sh"
+
+
+@dataclass
+class BackgroundServer:
+    """A vLLM server started with `serve_vllm.sh --background`; `stop()` ends it the same way."""
+
+    base_url: str
+    model: str
+    port: int
+    pid: int
+    log: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        subprocess.run([str(SERVE_SCRIPT), "stop", str(self.port)], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_background_server(
+    model_dir: str | Path, name: str, run_dir: str | Path, *, max_seqs: int = 4, max_len: int | None = 1024,
+    timeout_s: int = 300, quiet: bool = True, extra_env: dict[str, str] | None = None,
+) -> BackgroundServer:
+    """Serve `model_dir` as `name` on a free loopback port through serve_vllm.sh, pid file and
+    log in `run_dir`. Raises RuntimeError (with the log's tail) when the server does not come up."""
+    from quantummind.paths import offline_env
+
+    run_dir = Path(run_dir)
+    port = free_port()
+    env = offline_env()
+    env.update({"RUN_DIR": str(run_dir), "SERVED_NAME": name, "SERVE_TIMEOUT": str(timeout_s)}, **(extra_env or {}))
+    cmd = [str(SERVE_SCRIPT), "--background", str(model_dir), str(port), str(max_seqs),
+           "-" if max_len is None else str(max_len)]
+    out = subprocess.PIPE if quiet else None
+    proc = subprocess.run(cmd, env=env, stdout=out, stderr=out, text=True, timeout=timeout_s + 120)
+    log = run_dir / f"vllm-{port}.log"
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"serve_vllm.sh exited {proc.returncode}: {(proc.stderr or '').strip()[-2000:]}\n{tail}")
+    pid = int((run_dir / f"vllm-{port}.pid").read_text())
+    return BackgroundServer(f"http://127.0.0.1:{port}/v1", name, port, pid, log, env)

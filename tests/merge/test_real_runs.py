@@ -110,25 +110,18 @@ def test_merged_model_with_added_tokens_is_served_by_vllm(tokens_run, serve_pyth
     """The merged directory (trained tokenizer, resized + untied embeddings) is vLLM-ready."""
     import urllib.request
 
-    from quantummind.serving import free_port
+    from quantummind.serving import start_background_server
 
     result = merge(tokens_run.config, output=tmp_path / "merged-tokens")
-    port = free_port()
-    env = offline_env()
-    env.update({"RUN_DIR": str(tmp_path / "run"), "QM_DEVICE": "cpu", "SERVED_NAME": "merged"})
-    script = str(REPO_ROOT / "serve_vllm.sh")
-    start = subprocess.run([script, "--background", str(result.output), str(port), "-", "512"],
-                           capture_output=True, text=True, env=env, timeout=420)
-    try:
-        assert start.returncode == 0, start.stderr[-3000:]
+    server = start_background_server(result.output, "merged", tmp_path / "run", max_len=512,
+                                     timeout_s=300, extra_env={"QM_DEVICE": "cpu"})
+    with server:
         body = json.dumps({"model": "merged", "prompt": "<|qiskit|> qc = QuantumCircuit(", "max_tokens": 5,
                            "temperature": 0, "logprobs": 1}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+        req = urllib.request.Request(f"{server.base_url}/completions", data=body,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             reply = json.loads(r.read())
         choice = reply["choices"][0]
         assert reply["usage"]["completion_tokens"] >= 1 and isinstance(choice["text"], str)
         assert reply["usage"]["prompt_tokens"] >= 2  # <|qiskit|> is one token of the trained tokenizer
-    finally:
-        subprocess.run([script, "stop", str(port)], env=env, capture_output=True, timeout=120)
