@@ -192,7 +192,6 @@ def main() -> int:
     outs = {name: work / f"out-{name}" for name in ("ours", "axolotl", "peft")}
     for d in outs.values():
         shutil.rmtree(d, ignore_errors=True)
-    run_dir = work / "run" / "bench-run"
     ax_cfg = work / "config-axolotl.yaml"
     import yaml
 

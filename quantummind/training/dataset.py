@@ -94,7 +94,7 @@ def _hea_body(ent: str, var: str = "qc", nq: str = "num_qubits") -> list[str]:
     if ent == "cz":
         return [f"for q in range({nq} - 1):", f"    {var}.cz(q, q + 1)"]
     if ent == "brick":
-        return [f"for start in (0, 1):", f"    for q in range(start, {nq} - 1, 2):", f"        {var}.cx(q, q + 1)"]
+        return ["for start in (0, 1):", f"    for q in range(start, {nq} - 1, 2):", f"        {var}.cx(q, q + 1)"]
     return [f"for q in range({nq} - 1):", f"    {var}.cx(q, q + 1)"]
 
 
@@ -167,7 +167,7 @@ def code_hva(n: int, reps: int, kind: str, style: str) -> str:
     per_layer = bond_params * len(groups) + len(site)
     lines = ["from qiskit import QuantumCircuit", "from qiskit.circuit import ParameterVector", ""]
     if style == "helper":
-        lines += ["", f"def hva_layers(num_qubits: int, reps: int) -> QuantumCircuit:"]
+        lines += ["", "def hva_layers(num_qubits: int, reps: int) -> QuantumCircuit:"]
         pre, nq, rv = "    ", "num_qubits", "reps"
     else:
         lines += [f"num_qubits = {n}", f"reps = {reps}"]

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from quantummind.paths import REPO_ROOT
 from quantummind.training.config import load_config
