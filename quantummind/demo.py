@@ -33,7 +33,7 @@ class DemoSettings:
     run_dir: Path
     num_examples: int = 400
     num_tests: int = 45
-    max_tokens: int = 160
+    max_tokens: int = 256
     concurrency: int = 4
     seed: int = 0
 
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where every output goes (default runs/demo)")
     ap.add_argument("--num-examples", type=int, default=400, help="dataset size (default 400)")
     ap.add_argument("--num-tests", type=int, default=45, help="evaluation prompts per model (default 45: each combination once)")
-    ap.add_argument("--max-tokens", type=int, default=160, help="max tokens per reply (default 160)")
+    ap.add_argument("--max-tokens", type=int, default=256,
+                    help="max tokens per reply (default 256; the tiny dataset's answers are ~160 tokens)")
     ap.add_argument("--seed", type=int, default=0, help="seed for the model, dataset and sampling (default 0)")
     args = ap.parse_args(argv)
     settings = DemoSettings(args.run_dir, args.num_examples, args.num_tests, args.max_tokens, seed=args.seed)

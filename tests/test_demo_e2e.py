@@ -17,7 +17,7 @@ def test_demo_pipeline_end_to_end(tmp_path, serve_python):
     run = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "quantummind.demo", "--run-dir", str(run), "--num-examples", "400",
-         "--num-tests", "24", "--max-tokens", "128"],
+         "--num-tests", "24"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
