@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.sandbox import SandboxLimits
+from evaluation.sandbox import HIDDEN_DIRS, SandboxLimits
 from evaluation.scoring import score_replies
 
 from eval_replies_cases import fence, record, rycx
@@ -36,6 +36,14 @@ def _sandbox_processes() -> list[int]:
     return pids
 
 
+def _visible_dir() -> Path:
+    """This test's folder, unless the checkout itself lies in a directory the sandbox hides
+    (a clone under /tmp): then the home directory, which stays visible (but unreadable)."""
+    here = Path(__file__).parent
+    hidden = any(os.path.commonpath([str(here), d]) == d for d in HIDDEN_DIRS)
+    return Path.home() if hidden else here
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """Every case below in a single score_replies call; returns (results by id, context)."""
@@ -43,7 +51,7 @@ def scored(tmp_path_factory):
     os.environ["VLLM_API_KEY"] = SECRET
     # Outside /tmp (which the sandbox replaces with an empty tmpfs): a directory the reply can see,
     # writable by anyone, so only Landlock can stop the writes and deletes below.
-    shared = Path(tempfile.mkdtemp(prefix=".sandbox-target-", dir=Path(__file__).parent))
+    shared = Path(tempfile.mkdtemp(prefix=".sandbox-target-", dir=_visible_dir()))
     shared.chmod(0o777)
     hidden = tmp_path_factory.mktemp("hidden")
     victim = shared / "victim.txt"
