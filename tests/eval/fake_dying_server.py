@@ -26,7 +26,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path == "/health":  # as vLLM: readiness probe
+            self._json({})
+        elif self.path.rstrip("/") == "/v1/models":
             self._json({"object": "list", "data": [{"id": "tiny", "object": "model", "owned_by": "test"}]})
         else:
             self.send_error(404)

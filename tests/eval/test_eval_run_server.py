@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantummind.serving import free_port
+from quantummind.serving import free_port, wait_for_health
 
 PY = sys.executable
 REPLY_KEYS = {"id", "hamiltonian", "num_qubits", "constraint", "prompt", "reply", "model", "latency_s", "finish_reason"}
@@ -85,7 +85,7 @@ def test_server_killed_mid_run_keeps_what_was_received(tmp_path):
     port = free_port()
     server = subprocess.Popen([PY, str(Path(__file__).with_name("fake_dying_server.py")), str(port), "3"])
     try:
-        wait_for_health_models(f"http://127.0.0.1:{port}/v1/models", server)
+        wait_for_health(f"http://127.0.0.1:{port}/v1", timeout_s=20, proc=server)
         out = tmp_path / "dead"
         p = subprocess.run([PY, "-m", "evaluation", "run", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "tiny",
                             "--out", str(out), "--num-tests", "10", "--concurrency", "1", "--max-retries", "1",
@@ -97,17 +97,3 @@ def test_server_killed_mid_run_keeps_what_was_received(tmp_path):
     finally:
         server.kill()
         server.wait()
-
-
-def wait_for_health_models(url: str, proc: subprocess.Popen, timeout_s: float = 20) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "fake server exited"
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
