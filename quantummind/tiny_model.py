@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from evaluation.prompts import CONSTRAINTS, SYSTEM_PROMPT  # the seed's wording, defined once
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -36,16 +38,8 @@ CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-SYSTEM_PROMPT = "You are a quantum computing expert that generates Qiskit circuits."
-
 _HAMILTONIANS = ["XY chain", "Heisenberg chain", "Transverse-field Ising model", "XXZ chain"]
-_CONSTRAINTS = [
-    "Use only RY and CX gates",
-    "Minimize circuit depth",
-    "Use a hardware-efficient structure",
-    "Include entangling layers",
-    "",
-]
+
 _SNIPPETS = [
     """from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
@@ -111,7 +105,7 @@ def tokenizer_corpus() -> list[str]:
     lines: list[str] = [SYSTEM_PROMPT]
     for ham in _HAMILTONIANS:
         for n in (2, 3, 4, 5, 6, 7, 8, 9, 10):
-            for c in _CONSTRAINTS:
+            for c in CONSTRAINTS:
                 lines.append(
                     f"Create a {n}-qubit variational circuit for the {ham} Hamiltonian ground state. {c}".strip()
                 )

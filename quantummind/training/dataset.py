@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+from evaluation.prompts import SYSTEM_PROMPT  # the seed's wording, defined once
+
 logger = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = "You are a quantum computing expert that generates Qiskit circuits."
 QUBIT_RANGE = range(2, 11)
 DEFAULT_NUM_EXAMPLES = 6000
 
