@@ -151,12 +151,7 @@ if [[ -n "${LORA_MODULES:-}" ]]; then
 fi
 
 # ------------------------------------------------------------------------------------- command
-detect_device() {
-  if [[ -n "${QM_DEVICE:-}" ]]; then echo "$QM_DEVICE"; return; fi
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then echo cuda; else echo cpu; fi
-}
-DEVICE="$(detect_device)"
-[[ "$DEVICE" == cpu || "$DEVICE" == cuda ]] || die "QM_DEVICE must be cpu or cuda, not '$DEVICE'"
+DEVICE="$(bash "$ROOT/scripts/detect_device.sh")" || die "QM_DEVICE must be cpu or cuda, not '${QM_DEVICE}'"
 
 ENV_ARGS=(HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}")
 COMMON=(--served-model-name "$SERVED_NAME" --host "$HOST" --port "$PORT" --max-num-seqs "$MAX_SEQS")

@@ -24,16 +24,7 @@ case "$WHICH" in
   *) die "usage: scripts/setup_env.sh train|serve" ;;
 esac
 
-detect_device() {
-  if [[ -n "${QM_DEVICE:-}" ]]; then echo "$QM_DEVICE"; return; fi
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
-    echo cuda
-  else
-    echo cpu
-  fi
-}
-DEVICE="$(detect_device)"
-[[ "$DEVICE" == cpu || "$DEVICE" == cuda ]] || die "QM_DEVICE must be cpu or cuda, not '$DEVICE'"
+DEVICE="$(bash "$ROOT/scripts/detect_device.sh")" || die "QM_DEVICE must be cpu or cuda, not '${QM_DEVICE}'"
 
 find_python() {
   local cands=()

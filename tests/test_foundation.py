@@ -41,7 +41,9 @@ def _pip_freeze(venv: Path) -> list[str]:
 
 
 def _cpu_host() -> bool:
-    return shutil.which("nvidia-smi") is None
+    """The same decision the setup script made (scripts/detect_device.sh)."""
+    out = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "detect_device.sh")], capture_output=True, text=True)
+    return out.stdout.strip() == "cpu"
 
 
 def test_tests_run_in_the_training_venv():
