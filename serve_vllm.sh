@@ -41,13 +41,37 @@ is_uint() { [[ "$1" =~ ^[0-9]+$ ]] && (( 10#$1 > 0 )); }
 # ------------------------------------------------------------------------------------------ stop
 pid_file() { echo "$RUN_DIR/vllm-$1.pid"; }
 
+# True while any process of group $1 still runs. Zombies don't count: they hold no memory or
+# port, and whether one is reaped at once depends on the host's init, not on us.
+group_running() {
+  local stat rest state ppid pgrp
+  for stat in /proc/[0-9]*/stat; do
+    read -r rest <"$stat" 2>/dev/null || continue
+    rest="${rest##*) }"
+    read -r state ppid pgrp _ <<<"$rest"
+    [[ "$pgrp" == "$1" && "$state" != Z && "$state" != X ]] && return 0
+  done
+  return 1
+}
+
+# Ends the server's whole process group (vLLM forks an engine process): TERM, up to 20 s for a
+# clean shutdown, then KILL; returns only once nothing of the group runs, so the port and the
+# memory are free when `stop` exits.
+end_group() {
+  local pgid="$1" _
+  kill -TERM -- "-$pgid" 2>/dev/null || kill -TERM "$pgid" 2>/dev/null || true
+  for _ in $(seq 1 40); do group_running "$pgid" || return 0; sleep 0.5; done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 1 20); do group_running "$pgid" || return 0; sleep 0.5; done
+  echo "serve_vllm.sh: error: processes of group $pgid survived SIGKILL (see: ps -g $pgid)" >&2
+  return 1
+}
+
 stop_pidfile() {
   local f="$1" pid
   pid="$(cat "$f" 2>/dev/null || true)"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+  if [[ -n "$pid" ]] && group_running "$pid"; then
+    end_group "$pid" || return 1
     say "stopped server pid $pid ($(basename "$f" .pid))"
   else
     say "no running server for $(basename "$f" .pid) (stale pid file removed)"
@@ -60,12 +84,14 @@ if [[ "${1:-}" == stop ]]; then
   if [[ $# -gt 0 ]]; then
     is_uint "$1" || die "stop takes a port number, not '$1'"
     [[ -f "$(pid_file "$1")" ]] || die "no background server recorded for port $1 (looked for $(pid_file "$1"))"
-    stop_pidfile "$(pid_file "$1")"
+    stop_pidfile "$(pid_file "$1")" || exit 1
   else
     shopt -s nullglob
     files=("$RUN_DIR"/vllm-*.pid)
     [[ ${#files[@]} -gt 0 ]] || { say "no background servers recorded in $RUN_DIR"; exit 0; }
-    for f in "${files[@]}"; do stop_pidfile "$f"; done
+    failed=0
+    for f in "${files[@]}"; do stop_pidfile "$f" || failed=1; done
+    exit "$failed"
   fi
   exit 0
 fi
@@ -241,11 +267,9 @@ setsid "${FULL[@]}" > >(tee "$LOG") 2>&1 < /dev/null &
 pid=$!
 cleanup() {
   trap - INT TERM EXIT
-  if kill -0 "$pid" 2>/dev/null; then
+  if group_running "$pid"; then
     say "stopping vLLM (pid $pid)"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    end_group "$pid" || true
   fi
 }
 trap cleanup INT TERM EXIT

@@ -8,6 +8,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,16 +163,54 @@ def test_stop_without_servers_is_harmless(tmp_path):
     assert proc.returncode == 2 and "no background server recorded" in proc.stderr
 
 
+# A process group shaped like vLLM's: a leader that exits on TERM and a forked child that ignores
+# it (as an engine process stuck in a step would), with the leader left unreaped by its parent.
+_STUBBORN_GROUP = """
+import os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+    os._exit(0)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_waits_for_the_whole_group_and_ignores_zombies(tmp_path):
+    group = subprocess.Popen([sys.executable, "-c", _STUBBORN_GROUP], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        assert group.stdout.readline().strip() == "ready"
+        (tmp_path / "vllm-8555.pid").write_text(f"{group.pid}\n")
+        stopped = serve("stop", "8555", env={"RUN_DIR": str(tmp_path)}, timeout=90)
+        assert stopped.returncode == 0, stopped.stderr
+        # The leader is a zombie until we reap it below; the child needed SIGKILL.
+        assert psutil.Process(group.pid).status() == psutil.STATUS_ZOMBIE
+        assert not _running(pgid=group.pid), "stop returned while the group still ran"
+        assert not (tmp_path / "vllm-8555.pid").exists()
+    finally:
+        for pid in _running(pgid=group.pid):
+            os.kill(pid, signal.SIGKILL)
+        group.wait(timeout=30)
+
+
 # ---------------------------------------------------------------------------------------------
 # real servers
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+def _running(pids: list[int] | None = None, pgid: int | None = None) -> list[int]:
+    """Processes (of `pids`, or of process group `pgid`) that still run. A zombie is not running:
+    it holds no memory or port, and when it is reaped depends on the host's init, not on us."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if (pids is not None and proc.pid in pids) or (pgid is not None and os.getpgid(proc.pid) == pgid):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            continue
+    return found
 
 
 def _chat(base_url: str, model: str) -> str:
@@ -203,7 +242,8 @@ def test_background_server_answers_and_stop_leaves_nothing_running(tiny_model_di
     finally:
         stopped = serve("stop", str(port), env=env)
     assert stopped.returncode == 0
-    assert not _group_alive(pid), "every process of the server's group must be gone"
+    # `stop` returns only once the group is gone, so no waiting here.
+    assert not _running(pgid=pid), "every process of the server's group must be gone"
     assert not (tmp_path / f"vllm-{port}.pid").exists()
 
 
@@ -233,6 +273,6 @@ def test_foreground_server_stops_everything_on_ctrl_c(tiny_model_dir, serve_pyth
                 except ProcessLookupError:
                     pass
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+    while time.monotonic() < deadline and _running(pids=children):
         time.sleep(0.5)
-    assert not any(Path(f"/proc/{c}").exists() for c in children), "vLLM outlived Ctrl-C"
+    assert not _running(pids=children), "vLLM outlived Ctrl-C"
