@@ -14,7 +14,9 @@
 # Options (first arguments):
 #   --dry-run     print the exact server command on one line and exit 0
 #   --background  start detached, write a pid file and a log, return once /health answers;
-#                 `./serve_vllm.sh stop [PORT]` ends it (all background servers when no PORT)
+#                 `./serve_vllm.sh stop [PORT]` ends it (all background servers when no PORT):
+#                 TERM to the server's whole process group, KILL after 20 s, and it returns only
+#                 once nothing of the group runs (exit 1, naming the group, if anything survives)
 #
 # Environment:
 #   HOST=127.0.0.1       bind address; anything else exposes the server and requires VLLM_API_KEY
