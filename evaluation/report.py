@@ -89,8 +89,9 @@ def _plt():
     return plt
 
 
-_METRICS = (("syntax_rate", "syntax", "Syntax valid"), ("verification_rate", "verification", "Verification pass"),
-            ("bp_free_rate", "bp_free", "BP-free"))
+# (rate key in validation_log.yaml, Thresholds field, label): the three targets, in the seed's order.
+METRICS = (("syntax_rate", "syntax", "Syntax valid"), ("verification_rate", "verification", "Verification pass"),
+           ("bp_free_rate", "bp_free", "BP-free"))
 
 
 def plot_rates(path: Path, series: dict[str, dict], thresholds: Thresholds, title: str) -> Path:
@@ -99,12 +100,12 @@ def plot_rates(path: Path, series: dict[str, dict], thresholds: Thresholds, titl
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(series))
     for j, (label, s) in enumerate(series.items()):
-        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(_METRICS))]
-        bars = ax.bar(xs, [s[k] for k, _, _ in _METRICS], width, label=label)
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(METRICS))]
+        bars = ax.bar(xs, [s[k] for k, _, _ in METRICS], width, label=label)
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    for i, (_, tk, _) in enumerate(_METRICS):
+    for i, (_, tk, _) in enumerate(METRICS):
         ax.hlines(getattr(thresholds, tk), i - 0.45, i + 0.45, colors="k", linestyles="dashed")
-    ax.set_xticks(range(len(_METRICS)), [name for _, _, name in _METRICS])
+    ax.set_xticks(range(len(METRICS)), [name for _, _, name in METRICS])
     ax.set_ylim(0, 105)
     ax.set_ylabel("% of replies (dashed: target)")
     ax.set_title(title)
@@ -120,7 +121,7 @@ def plot_breakdown(path: Path, summary: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "by_hamiltonian", "by Hamiltonian"), (axes[1], "by_num_qubits", "by qubit count")):
         groups = list(summary[key])
-        for j, (mk, _, name) in enumerate(_METRICS):
+        for j, (mk, _, name) in enumerate(METRICS):
             xs = [i + (j - 1) * 0.27 for i in range(len(groups))]
             ax.bar(xs, [summary[key][g][mk] for g in groups], 0.27, label=name)
         ax.set_xticks(range(len(groups)), [str(g) for g in groups])
@@ -144,7 +145,7 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
     plot_rates(out_dir / "rates.png", {model or "replies": summary}, thresholds, f"QuantumMind evaluation: {model or ''}")
     plot_breakdown(out_dir / "breakdown.png", summary)
     rows = [["metric", "rate %", "target %", "met"]]
-    for mk, tk, name in _METRICS:
+    for mk, tk, name in METRICS:
         rows.append([name, f"{summary[mk]:.1f}", f"> {getattr(thresholds, tk):g}",
                      "yes" if summary[mk] > getattr(thresholds, tk) else "no"])
     rows.append(["Constraint satisfied (of constrained prompts)", f"{summary['constraint_rate']:.1f}", "-", "-"])
@@ -185,7 +186,7 @@ def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str,
     rows = [["metric", la, lb, "change (points)"]]
     comp: dict[str, Any] = {"a": {"dir": str(a_dir), "model": a.get("model")},
                             "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {}}
-    for mk, _, name in _METRICS + (("constraint_rate", None, "Constraint satisfied"),):
+    for mk, _, name in METRICS + (("constraint_rate", None, "Constraint satisfied"),):
         va, vb = float(a.get(mk, 0.0)), float(b.get(mk, 0.0))
         rows.append([name, f"{va:.1f}", f"{vb:.1f}", f"{vb - va:+.1f}"])
         comp["metrics"][mk] = {"a": va, "b": vb, "change": round(vb - va, 2)}

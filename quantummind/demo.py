@@ -13,11 +13,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from evaluation.report import METRICS, Thresholds, load_run
 from quantummind.paths import REPO_ROOT, offline_env
 from quantummind.serving import BackgroundServer, start_background_server
 
@@ -58,29 +61,32 @@ class Pipeline:
         self.env = offline_env()
         self.py = sys.executable
 
-    def step(self, title: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
+    @contextmanager
+    def _numbered(self, title: str, shown_command: str) -> Iterator[str]:
+        """Announces and times one step; yields its label for error messages."""
         self.done += 1
-        print(f"\n==> [{self.done}/{self.total}] {title}\n    $ {' '.join(map(str, argv))}", flush=True)
+        print(f"\n==> [{self.done}/{self.total}] {title}\n    $ {shown_command}", flush=True)
         t0 = time.monotonic()
-        proc = subprocess.run([str(a) for a in argv], cwd=REPO_ROOT, env=self.env)
+        yield f"step {self.done}/{self.total} ({title})"
         self.step_seconds[title] = time.monotonic() - t0
-        if proc.returncode not in ok_codes:
-            raise DemoFailed(f"step {self.done}/{self.total} ({title}) failed with exit status {proc.returncode}")
         print(f"    done in {self.step_seconds[title]:.0f} s", flush=True)
+
+    def step(self, title: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
+        with self._numbered(title, " ".join(map(str, argv))) as label:
+            proc = subprocess.run([str(a) for a in argv], cwd=REPO_ROOT, env=self.env)
+            if proc.returncode not in ok_codes:
+                raise DemoFailed(f"{label} failed with exit status {proc.returncode}")
         return proc.returncode
 
-    def serve(self, title: str, model_dir: Path, name: str) -> str:
-        self.done += 1
-        print(f"\n==> [{self.done}/{self.total}] {title}\n    $ SERVED_NAME={name} ./serve_vllm.sh --background "
-              f"{model_dir} PORT 4 1024", flush=True)
-        t0 = time.monotonic()
-        try:
-            server = start_background_server(model_dir, name, self.s.run_dir / "serve", quiet=False)
-        except RuntimeError as exc:
-            raise DemoFailed(f"step {self.done}/{self.total} ({title}) failed: the server did not start") from exc
-        self.servers.append(server)
-        self.step_seconds[title] = time.monotonic() - t0
-        print(f"    done in {self.step_seconds[title]:.0f} s", flush=True)
+    def serve(self, title: str, model_dir: Path, name: str, max_seqs: int = 4, max_len: int = 1024) -> str:
+        shown = f"SERVED_NAME={name} ./serve_vllm.sh --background {model_dir} PORT {max_seqs} {max_len}"
+        with self._numbered(title, shown) as label:
+            try:
+                server = start_background_server(model_dir, name, self.s.run_dir / "serve", max_seqs=max_seqs,
+                                                 max_len=max_len, quiet=False)
+            except RuntimeError as exc:
+                raise DemoFailed(f"{label} failed: the server did not start") from exc
+            self.servers.append(server)
         return server.base_url
 
     def stop_servers(self) -> None:
@@ -105,8 +111,8 @@ def write_run_config(run_dir: Path) -> Path:
 
 
 def read_rates(eval_dir: Path) -> dict[str, float]:
-    log = yaml.safe_load((eval_dir / "validation_log.yaml").read_text())
-    return {k: float(log[k]) for k in ("syntax_rate", "verification_rate", "bp_free_rate")}
+    log = load_run(eval_dir)
+    return {key: float(log[key]) for key, _, _ in METRICS}
 
 
 def run_demo(s: DemoSettings) -> DemoResult:
@@ -152,8 +158,9 @@ def run_demo(s: DemoSettings) -> DemoResult:
 def print_summary(result: DemoResult, run_dir: Path) -> None:
     print("\n" + "=" * 64)
     print(f"{'metric':<22}{'base':>12}{'fine-tuned':>14}{'target':>12}")
-    targets = {"syntax_rate": "> 95 %", "verification_rate": "> 80 %", "bp_free_rate": "> 60 %"}
-    for key, target in targets.items():
+    thresholds = Thresholds()  # the evaluation steps run with the default targets
+    for key, field_name, _ in METRICS:
+        target = f"> {getattr(thresholds, field_name):g} %"
         print(f"{key:<22}{result.rates['base'][key]:>11.1f}%{result.rates['fine-tuned'][key]:>13.1f}%{target:>12}")
     print("=" * 64)
     print("plots:   " + ("\n         ".join(str(p) for p in result.plots) or "(none)"))
@@ -163,14 +170,16 @@ def print_summary(result: DemoResult, run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    d = DemoSettings(REPO_ROOT / "runs" / "demo")  # the defaults, stated once
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "demo",
-                    help="where every output goes (default runs/demo)")
-    ap.add_argument("--num-examples", type=int, default=400, help="dataset size (default 400)")
-    ap.add_argument("--num-tests", type=int, default=45, help="evaluation prompts per model (default 45: each combination once)")
-    ap.add_argument("--max-tokens", type=int, default=256,
-                    help="max tokens per reply (default 256; the tiny dataset's answers are ~160 tokens)")
-    ap.add_argument("--seed", type=int, default=0, help="seed for the model, dataset and sampling (default 0)")
+    ap.add_argument("--run-dir", type=Path, default=d.run_dir, help="where every output goes (default runs/demo)")
+    ap.add_argument("--num-examples", type=int, default=d.num_examples, help=f"dataset size (default {d.num_examples})")
+    ap.add_argument("--num-tests", type=int, default=d.num_tests,
+                    help=f"evaluation prompts per model (default {d.num_tests}: each combination once)")
+    ap.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                    help=f"max tokens per reply (default {d.max_tokens}; the tiny dataset's answers are ~160 tokens)")
+    ap.add_argument("--seed", type=int, default=d.seed,
+                    help=f"seed for the model, dataset and sampling (default {d.seed})")
     args = ap.parse_args(argv)
     settings = DemoSettings(args.run_dir, args.num_examples, args.num_tests, args.max_tokens, seed=args.seed)
     try:
