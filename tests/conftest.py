@@ -33,12 +33,11 @@ def vllm_server(tiny_model_dir, serve_python, tmp_path_factory):
     """A real vLLM (CPU build) OpenAI server on 127.0.0.1 serving the tiny model as 'tiny',
     started the way users start it: `serve_vllm.sh --background`, ended with `serve_vllm.sh stop`.
 
-    Yields a dict: base_url (ending in /v1), model (served name), model_dir, pid, port, log.
+    Yields the quantummind.serving.BackgroundServer (base_url ends in /v1).
     """
     try:
         server = start_background_server(tiny_model_dir, "tiny", tmp_path_factory.mktemp("vllm"))
     except RuntimeError as exc:
         pytest.fail(f"vLLM did not start: {exc}")
     with server:
-        yield {"base_url": server.base_url, "model": server.model, "model_dir": tiny_model_dir,
-               "pid": server.pid, "port": server.port, "log": server.log}
+        yield server

@@ -30,7 +30,7 @@ def _lines(path: Path) -> list[dict]:
 def test_run_records_all_replies_and_writes_every_file(vllm_server, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OPENAI_API_KEY="sk-from-env")
-    p = subprocess.run(_run_args(vllm_server["base_url"], out, "--num-tests", 6, "--concurrency", 4, "--seed", 3),
+    p = subprocess.run(_run_args(vllm_server.base_url, out, "--num-tests", 6, "--concurrency", 4, "--seed", 3),
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode in (0, 1), p.stderr  # random-weight model: targets are missed, plumbing is the point
     replies = _lines(out / "replies.jsonl")
@@ -40,7 +40,7 @@ def test_run_records_all_replies_and_writes_every_file(vllm_server, tmp_path):
     results = _lines(out / "results.jsonl")
     assert len(results) == 6 and all("syntax_valid" in r and "verification_pass" in r for r in results)
     log = yaml.safe_load((out / "validation_log.yaml").read_text())
-    assert log["model"] == "tiny" and log["endpoint"] == vllm_server["base_url"] and log["num_tests"] == 6
+    assert log["model"] == "tiny" and log["endpoint"] == vllm_server.base_url and log["num_tests"] == 6
     assert {"syntax_rate", "verification_rate", "bp_free_rate", "passed", "thresholds", "time",
             "by_hamiltonian", "by_num_qubits"} <= set(log)
     assert (p.returncode == 0) == log["passed"]
@@ -50,7 +50,7 @@ def test_run_records_all_replies_and_writes_every_file(vllm_server, tmp_path):
 
 @pytest.mark.slow
 def test_wrong_model_name_lists_served_models(vllm_server, tmp_path):
-    args = _run_args(vllm_server["base_url"], tmp_path / "x")
+    args = _run_args(vllm_server.base_url, tmp_path / "x")
     args[args.index("tiny")] = "no-such-model"
     p = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "served models: tiny" in p.stderr
@@ -60,7 +60,7 @@ def test_wrong_model_name_lists_served_models(vllm_server, tmp_path):
 @pytest.mark.slow
 def test_resume_after_killed_run_loses_nothing(vllm_server, tmp_path):
     out = tmp_path / "resume"
-    args = _run_args(vllm_server["base_url"], out, "--num-tests", 16, "--concurrency", 1, "--seed", 5)
+    args = _run_args(vllm_server.base_url, out, "--num-tests", 16, "--concurrency", 1, "--seed", 5)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while len(_lines(out / "replies.jsonl")) < 3 and time.monotonic() < deadline and proc.poll() is None:
