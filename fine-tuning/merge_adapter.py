@@ -48,7 +48,7 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    require("torch", "yaml", env="train")
+    require("torch", "yaml")
     from quantummind.merge import MergeError, merge
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")

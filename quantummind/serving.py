@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantummind.paths import offline_env
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -65,8 +67,6 @@ def start_background_server(
 ) -> BackgroundServer:
     """Serve `model_dir` as `name` on a free loopback port through serve_vllm.sh, pid file and
     log in `run_dir`. Raises RuntimeError (with the log's tail) when the server does not come up."""
-    from quantummind.paths import offline_env
-
     run_dir = Path(run_dir)
     port = free_port()
     env = offline_env()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quantummind.paths import REPO_ROOT, SERVE_VENV, TRAIN_VENV, venv_python
+from quantummind.paths import REPO_ROOT, SERVE_VENV, TRAIN_VENV, running_in, venv_python
 from quantummind.tiny_model import (
     SYSTEM_PROMPT,
     TinyModelSpec,
@@ -47,7 +47,7 @@ def _cpu_host() -> bool:
 
 
 def test_tests_run_in_the_training_venv():
-    assert Path(sys.prefix).resolve() == TRAIN_VENV.resolve(), "make test must run pytest from .venv"
+    assert running_in(TRAIN_VENV), "make test must run pytest from .venv"
 
 
 @pytest.mark.parametrize("venv", [TRAIN_VENV, SERVE_VENV], ids=["venv", "venv-serve"])
