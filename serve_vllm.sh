@@ -134,7 +134,7 @@ HOST="${HOST:-127.0.0.1}"
 compgen -G "$MODEL/*.safetensors" >/dev/null || die "'$MODEL' has no *.safetensors weights (merge with fine-tuning/merge_adapter.py)"
 MODEL="$(cd "$MODEL" && pwd)"
 
-[[ "$PORT" =~ ^[0-9]+$ ]] && (( 10#$PORT >= 1 && 10#$PORT <= 65535 )) || die "PORT must be a number in 1..65535, not '$PORT'"
+is_uint "$PORT" && (( 10#$PORT <= 65535 )) || die "PORT must be a number in 1..65535, not '$PORT'"
 PORT=$((10#$PORT))
 is_uint "$MAX_SEQS" || die "MAX_SEQS must be a positive integer, not '$MAX_SEQS'"
 [[ -z "$MAX_LEN" ]] || is_uint "$MAX_LEN" || die "MAX_LEN must be a positive integer, not '$MAX_LEN'"

@@ -21,10 +21,15 @@ from quantummind.serving import free_port, wait_for_health
 SCRIPT = REPO_ROOT / "serve_vllm.sh"
 
 
-def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def script_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the script's settings a developer may have exported, plus `env`."""
     full_env = {k: v for k, v in os.environ.items() if k not in {"HOST", "VLLM_API_KEY", "SERVED_NAME", "LORA_MODULES"}}
     full_env.update(env or {})
-    return subprocess.run([str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+    return full_env
+
+
+def serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], env=script_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def dry_run(*args: str, env: dict[str, str] | None = None) -> list[str]:
@@ -250,8 +255,7 @@ def test_background_server_answers_and_stop_leaves_nothing_running(tiny_model_di
 @pytest.mark.slow
 def test_foreground_server_stops_everything_on_ctrl_c(tiny_model_dir, serve_python, tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"HOST", "VLLM_API_KEY", "LORA_MODULES"}}
-    env.update({"RUN_DIR": str(tmp_path), "SERVED_NAME": "fg", "SERVE_TIMEOUT": "300"})
+    env = script_env({"RUN_DIR": str(tmp_path), "SERVED_NAME": "fg", "SERVE_TIMEOUT": "300"})
     proc = subprocess.Popen([str(SCRIPT), str(tiny_model_dir), str(port), "2", "512"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     children: list[int] = []
