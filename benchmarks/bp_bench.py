@@ -17,7 +17,7 @@ from qiskit.circuit.library import efficient_su2
 from qiskit.primitives import StatevectorEstimator
 
 from evaluation.barren import gradient_variances, sample_parameters
-from evaluation.hamiltonians import build_operator
+from evaluation.hamiltonians import build_operator, sparse_matrix
 
 
 def naive_variances(qc, op, samples: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     qc = efficient_su2(args.qubits, reps=args.reps)
     op = build_operator("heisenberg", args.qubits)
-    hmat = op.to_matrix(sparse=True, force_serial=True).tocsr()
+    hmat = sparse_matrix("heisenberg", args.qubits)
     samples = sample_parameters(qc.num_parameters, args.samples, seed=0)
     ours_t = []
     for _ in range(args.repeat):

@@ -15,9 +15,7 @@ import numpy as np
 from qiskit.circuit import QuantumCircuit
 
 from evaluation import simulator
-
-BP_VARIANCE_THRESHOLD = 1e-3
-BP_NUM_SAMPLES = 30
+from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD
 
 
 @dataclass
@@ -36,25 +34,35 @@ def sample_parameters(num_parameters: int, num_samples: int = BP_NUM_SAMPLES, se
     return np.random.default_rng(seed).uniform(0.0, 2 * np.pi, size=(num_samples, num_parameters))
 
 
-def gradient_variances(circuit: QuantumCircuit, hmat, samples: np.ndarray) -> np.ndarray:
-    prog = simulator.compile_circuit(circuit)
-    _, grads = simulator.energy_and_gradient(prog, hmat, samples)
+def _program(circuit: QuantumCircuit | simulator.Program) -> simulator.Program:
+    """An already compiled program passes through (so a caller can compile once for several checks)."""
+    return circuit if isinstance(circuit, simulator.Program) else simulator.compile_circuit(circuit)
+
+
+def _as_matrix(hmat):
+    """A SparsePauliOp becomes a CSR matrix; a matrix passes through."""
+    if hasattr(hmat, "to_matrix"):
+        hmat = hmat.to_matrix(sparse=True).tocsr()
+    return hmat
+
+
+def gradient_variances(circuit: QuantumCircuit | simulator.Program, hmat, samples: np.ndarray) -> np.ndarray:
+    _, grads = simulator.energy_and_gradient(_program(circuit), hmat, samples)
     return grads.var(axis=0)
 
 
-def detect_barren_plateau(circuit: QuantumCircuit, hmat, *, num_samples: int = BP_NUM_SAMPLES,
+def detect_barren_plateau(circuit: QuantumCircuit | simulator.Program, hmat, *, num_samples: int = BP_NUM_SAMPLES,
                           threshold: float = BP_VARIANCE_THRESHOLD, seed: int | None = 0,
                           samples: np.ndarray | None = None) -> BPResult:
-    """`hmat`: the Hamiltonian as a (sparse) matrix or a SparsePauliOp."""
-    if hasattr(hmat, "to_matrix"):
-        hmat = hmat.to_matrix(sparse=True).tocsr()
-    prog = simulator.compile_circuit(circuit)
+    """`circuit`: a QuantumCircuit or a compiled `simulator.Program`; `hmat`: the Hamiltonian as a
+    (sparse) matrix or a SparsePauliOp."""
+    hmat = _as_matrix(hmat)
+    prog = _program(circuit)
     if prog.num_parameters == 0:
         raise ValueError("circuit has no free parameters")
     if samples is None:
         samples = sample_parameters(prog.num_parameters, num_samples, seed)
-    _, grads = simulator.energy_and_gradient(prog, hmat, samples)
-    var = grads.var(axis=0)
+    var = gradient_variances(prog, hmat, samples)
     mean_var = float(var.mean())
     return BPResult(has_barren_plateau=bool(mean_var < threshold), bp_variance=mean_var,
                     max_variance=float(var.max()), dead_parameters=int((var < 1e-12).sum()),
@@ -71,14 +79,14 @@ class VQEResult:
     evaluations: int
 
 
-def run_vqe(circuit: QuantumCircuit, hmat, ground_energy: float, *, starts: int = 3, maxiter: int = 200,
-            seed: int = 1) -> VQEResult:
-    """L-BFGS-B with exact adjoint gradients from a few random starts; keeps the lowest energy."""
+def run_vqe(circuit: QuantumCircuit | simulator.Program, hmat, ground_energy: float, *, starts: int = 3,
+            maxiter: int = 200, seed: int = 1) -> VQEResult:
+    """L-BFGS-B with exact adjoint gradients from a few random starts; keeps the lowest energy.
+    `circuit` and `hmat` as for detect_barren_plateau."""
     from scipy.optimize import minimize
 
-    if hasattr(hmat, "to_matrix"):
-        hmat = hmat.to_matrix(sparse=True).tocsr()
-    prog = simulator.compile_circuit(circuit)
+    hmat = _as_matrix(hmat)
+    prog = _program(circuit)
     rng = np.random.default_rng(seed)
     best = np.inf
     evals = 0

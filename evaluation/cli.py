@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from evaluation.defaults import BP_VARIANCE_THRESHOLD
 from evaluation.report import Thresholds
 
 EXIT_OK, EXIT_TARGETS_MISSED, EXIT_ERROR = 0, 1, 2
@@ -84,9 +85,8 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     summary = summarize(results, th)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, results)
-    from evaluation.barren import BP_VARIANCE_THRESHOLD
-
-    meta = {"bp_threshold": args.bp_threshold or BP_VARIANCE_THRESHOLD, "sandbox_timeout_s": args.sandbox_timeout,
+    bp_threshold = args.bp_threshold if args.bp_threshold is not None else BP_VARIANCE_THRESHOLD
+    meta = {"bp_threshold": bp_threshold, "sandbox_timeout_s": args.sandbox_timeout,
             "vqe": bool(args.vqe), "sandbox_isolation": info}
     meta.update(extra or {})
     write_validation_log(out, summary, model=model, endpoint=endpoint, thresholds=th, extra=meta)

@@ -32,12 +32,17 @@ def pick_block(blocks: list[str]) -> str:
     return blocks[best_i]
 
 
-def _compiles(code: str) -> bool:
+def syntax_ok(code: str | None) -> tuple[bool, str | None]:
+    """(compiles, why not): the syntax check of scoring, also used to trim the qiskit fallback."""
+    if code is None:
+        return False, "no code in reply"
     try:
-        compile(code, "<reply>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return False
-    return True
+        compile(code, "reply.py", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return False, f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"[:200]
+    return True, None
 
 
 def _qiskit_fallback(reply: str) -> str | None:
@@ -49,7 +54,7 @@ def _qiskit_fallback(reply: str) -> str | None:
     lines = reply[m.start():].rstrip().splitlines()
     for cut in range(len(lines), max(0, len(lines) - _MAX_TRIM_LINES), -1):
         candidate = "\n".join(lines[:cut]).strip()
-        if candidate and _compiles(candidate):
+        if candidate and syntax_ok(candidate)[0]:
             return candidate
     seed = re.search(r"(from qiskit.*?|import qiskit.*?)(?:\n\n|\Z)", reply[m.start():], re.DOTALL)
     return seed.group(1).strip() if seed else None

@@ -29,10 +29,6 @@ class Hamiltonian:
     operator: SparsePauliOp
     ground_energy: float
 
-    @property
-    def l1_norm(self) -> float:
-        return float(np.abs(self.operator.coeffs).sum())
-
 
 def _bond_terms(n: int, paulis: str) -> list[tuple[str, list[int], float]]:
     return [(p + p, [i, i + 1], 1.0) for i in range(n - 1) for p in paulis]
@@ -63,13 +59,20 @@ def exact_ground_energy(op: SparsePauliOp) -> float:
 
 
 @lru_cache(maxsize=64)
+def _operator(key: str, num_qubits: int) -> SparsePauliOp:
+    return build_operator(key, num_qubits)
+
+
+@lru_cache(maxsize=64)
 def get_hamiltonian(key: str, num_qubits: int) -> Hamiltonian:
-    op = build_operator(key, num_qubits)
+    """The operator with its exact ground energy (the costly part; only the VQE needs it)."""
+    op = _operator(key, num_qubits)
     return Hamiltonian(key=key, name=HAMILTONIANS[key], num_qubits=num_qubits, operator=op,
                        ground_energy=exact_ground_energy(op))
 
 
 @lru_cache(maxsize=64)
 def sparse_matrix(key: str, num_qubits: int):
-    """CSR matrix of the operator in qiskit's little-endian basis (cached: the simulator reuses it)."""
-    return get_hamiltonian(key, num_qubits).operator.to_matrix(sparse=True, force_serial=True).tocsr()
+    """CSR matrix of the operator in qiskit's little-endian basis (cached: the simulator reuses it).
+    Does not compute the ground energy."""
+    return _operator(key, num_qubits).to_matrix(sparse=True, force_serial=True).tocsr()

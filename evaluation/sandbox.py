@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evaluation import isolation
+from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD, MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +198,7 @@ def _send_circuit(namespace: dict, expected_qubits: int, header: dict, result_fd
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
             header["exec_error"] = "circuit could not be serialised: " + _short_exc(exc)
-    data = (json.dumps(header) + "\n").encode()
-    view = memoryview(data)
-    while view:
-        n = os.write(result_fd, view)
-        view = view[n:]
+    _write_all(result_fd, (json.dumps(header) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------- supervisor (I)
@@ -237,12 +234,18 @@ def _tail(fd: int, cap: int) -> str:
         return ""
 
 
-def _kill_reply(pid: int, pid_ns: bool) -> None:
-    for target in ([pid] if pid_ns else [pid, -pid]):
+def _sigkill(*targets: int) -> None:
+    """os.kill(target, SIGKILL) for each target in order (a pid, or -pgid for a whole process group);
+    a target that is already gone (ProcessLookupError) or not ours (PermissionError) is skipped."""
+    for target in targets:
         try:
             os.kill(target, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _kill_reply(pid: int, pid_ns: bool) -> None:
+    _sigkill(*([pid] if pid_ns else [pid, -pid]))
 
 
 def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | None, out_fd: int) -> None:
@@ -342,7 +345,7 @@ def _judge(job: dict, cfg: dict, line: bytes | None, problem: str | None, wstatu
            limits: SandboxLimits) -> dict:
     from qiskit import qpy
 
-    from evaluation import barren
+    from evaluation import barren, simulator
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.verify import verify_circuit
 
@@ -378,7 +381,7 @@ def _judge(job: dict, cfg: dict, line: bytes | None, problem: str | None, wstatu
         return out
     n = int(job["num_qubits"])
     try:
-        ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", 50))
+        ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", MAX_DEPTH))
     except Exception as exc:  # noqa: BLE001
         out["error"] = "verification failed: " + _short_exc(exc)
         return out
@@ -388,13 +391,14 @@ def _judge(job: dict, cfg: dict, line: bytes | None, problem: str | None, wstatu
     key = job["hamiltonian"]
     try:
         hmat = sparse_matrix(key, n)
-        bp = barren.detect_barren_plateau(flat, hmat, num_samples=cfg.get("bp_samples", 30),
-                                          threshold=cfg.get("bp_threshold", barren.BP_VARIANCE_THRESHOLD),
+        prog = simulator.compile_circuit(flat)  # once, for the BP check and the VQE
+        bp = barren.detect_barren_plateau(prog, hmat, num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
+                                          threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD),
                                           seed=cfg.get("seed", 0))
         out.update(bp_free=not bp.has_barren_plateau, bp_variance=bp.bp_variance,
                    bp_max_variance=bp.max_variance, bp_dead_parameters=bp.dead_parameters)
         if job.get("vqe"):
-            vq = barren.run_vqe(flat, hmat, get_hamiltonian(key, n).ground_energy)
+            vq = barren.run_vqe(prog, hmat, get_hamiltonian(key, n).ground_energy)
             out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
     except Exception as exc:  # noqa: BLE001
         out["error"] = "barren-plateau check failed: " + _short_exc(exc)
@@ -518,11 +522,7 @@ def serve(cfg: dict, inp=None, out=None) -> None:
         _serve_loop(cfg, iso, inp, out, workers, limits, base, cgroups, running)
     finally:
         for r in running.values():  # stopped early (SIGTERM, broken pipe): nothing may outlive us
-            for target in ([r.reply_pid] if r.reply_pid else []) + [-r.pid]:
-                try:
-                    os.kill(target, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            _sigkill(*([r.reply_pid] if r.reply_pid else []), -r.pid)
             try:
                 os.waitpid(r.pid, 0)
             except ChildProcessError:
@@ -630,11 +630,7 @@ def _start(job: dict, cfg: dict, iso: Isolation, base: str, slot: int, limits: S
 
 def _finish(r: _Running, out, forced_error: str | None) -> None:
     if forced_error is not None:
-        for target in ([r.reply_pid] if r.reply_pid else []) + [-r.pid, r.pid]:
-            try:
-                os.kill(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _sigkill(*([r.reply_pid] if r.reply_pid else []), -r.pid, r.pid)
     os.close(r.fd)
     try:
         os.waitpid(r.pid, 0)

@@ -16,7 +16,8 @@ import threading
 from dataclasses import asdict
 from typing import Any, Iterable
 
-from evaluation.extract import extract_code
+from evaluation.defaults import BP_NUM_SAMPLES, MAX_DEPTH
+from evaluation.extract import extract_code, syntax_ok  # syntax_ok re-exported: defined once, in extract
 from evaluation.prompts import HAMILTONIANS
 from evaluation.sandbox import SandboxLimits, scrubbed_env
 
@@ -35,18 +36,6 @@ MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is 
 
 class SandboxError(RuntimeError):
     """The fork server itself failed (not a reply): scoring cannot be trusted."""
-
-
-def syntax_ok(code: str | None) -> tuple[bool, str | None]:
-    if code is None:
-        return False, "no code in reply"
-    try:
-        compile(code, "reply.py", "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        return False, f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"[:200]
-    return True, None
 
 
 def _base_result(record: dict) -> dict[str, Any]:
@@ -76,7 +65,7 @@ def score_reply(record: dict, **opts) -> dict:
 
 def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: bool = False,
                   progress: bool = False, limits: SandboxLimits | None = None, bp_threshold: float | None = None,
-                  bp_samples: int = 30, seed: int = 0, max_depth: int = 50,
+                  bp_samples: int = BP_NUM_SAMPLES, seed: int = 0, max_depth: int = MAX_DEPTH,
                   info: dict | None = None) -> list[dict]:
     """Results in input order. `info`, if given, receives the sandbox's isolation report."""
     records = list(records)

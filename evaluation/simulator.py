@@ -293,24 +293,25 @@ def _check_theta(prog: Program, theta) -> np.ndarray:
     return theta
 
 
-def statevector(prog: Program, theta) -> np.ndarray:
-    theta = _check_theta(prog, theta)
+def _forward(prog: Program, mats: list, batch: int) -> np.ndarray:
+    """|0...0> through every op of the program, for `batch` samples at once: (batch, 2**n)."""
     n = prog.num_qubits
-    psi = np.zeros((theta.shape[0], 1 << n), dtype=complex)
+    psi = np.zeros((batch, 1 << n), dtype=complex)
     psi[:, 0] = 1.0
-    mats, _ = _prepare(prog, theta)
     for op, m in zip(prog.ops, mats):
         psi = _apply_op(psi, op, m, n)
     return psi
 
 
+def statevector(prog: Program, theta) -> np.ndarray:
+    theta = _check_theta(prog, theta)
+    mats, _ = _prepare(prog, theta)
+    return _forward(prog, mats, theta.shape[0])
+
+
 def _expect(psi: np.ndarray, hmat) -> tuple[np.ndarray, np.ndarray]:
     lam = np.asarray((hmat @ psi.T).T)
     return np.einsum("bi,bi->b", psi.conj(), lam).real, lam
-
-
-def energy(prog: Program, hmat, theta) -> np.ndarray:
-    return _expect(statevector(prog, theta), hmat)[0]
 
 
 def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndarray]:
@@ -319,10 +320,7 @@ def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndar
     n = prog.num_qubits
     B = theta.shape[0]
     mats, coeffs = _prepare(prog, theta)
-    psi = np.zeros((B, 1 << n), dtype=complex)
-    psi[:, 0] = 1.0
-    for op, m in zip(prog.ops, mats):
-        psi = _apply_op(psi, op, m, n)
+    psi = _forward(prog, mats, B)
     energies, lam = _expect(psi, hmat)
     grad = np.zeros((B, prog.num_parameters))
     for op, m, c in zip(reversed(prog.ops), reversed(mats), reversed(coeffs)):
@@ -332,9 +330,9 @@ def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndar
             for t, (j, _) in enumerate(op.angle.terms):
                 grad[:, j] += c[:, t] * d_angle
         if op.permutation is not None:  # inverse permutation: transpose of a real 0/1 matrix
-            inv = np.argsort(op.permutation)
-            psi = psi[:, _global_perm(op.qubits, n, tuple(int(x) for x in inv))]
-            lam = lam[:, _global_perm(op.qubits, n, tuple(int(x) for x in inv))]
+            inv = _global_perm(op.qubits, n, tuple(int(x) for x in np.argsort(op.permutation)))
+            psi = psi[:, inv]
+            lam = lam[:, inv]
             continue
         mdag = m.conj().T if m.ndim == 2 else np.conj(np.swapaxes(m, 1, 2))
         psi = _apply_op(psi, op, mdag, n)

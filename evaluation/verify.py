@@ -9,7 +9,8 @@ from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 
-MAX_DEPTH = 50
+from evaluation.defaults import MAX_DEPTH
+
 PREFERRED_NAMES = ("qc", "circuit", "ansatz")
 QUBIT_ARG_NAMES = ("n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq")
 _IGNORED = {"barrier", "delay"}
@@ -104,12 +105,15 @@ def _connected(n: int, pairs: list[tuple[int, ...]]) -> bool:
     return len({root(i) for i in range(n)}) == 1
 
 
-def constraint_satisfied(constraint: str, flat: QuantumCircuit, depth: int) -> bool | None:
-    """One documented, checkable reading of each seed constraint; None when there is none."""
+def constraint_satisfied(constraint: str, flat: QuantumCircuit, depth: int,
+                         counts: dict[str, int] | None = None) -> bool | None:
+    """One documented, checkable reading of each seed constraint; None when there is none.
+    `counts`: gate_counts(flat), when the caller has it already."""
     c = constraint.strip().lower()
     if not c:
         return None
-    counts = gate_counts(flat)
+    if counts is None:
+        counts = gate_counts(flat)
     ops = set(counts) - {"measure"}
     pairs = _two_qubit_pairs(flat)
     if c.startswith("use only ry and cx"):
@@ -147,8 +151,9 @@ def verify_circuit(circuit: QuantumCircuit, expected_qubits: int, constraint: st
         problems.append(f"depth {depth} > {max_depth}")
     if nparams < 1:
         problems.append("no free parameters (not variational)")
+    counts = gate_counts(flat)
     v = Verification(verification_pass=not problems, num_qubits_found=circuit.num_qubits, depth=depth,
-                     num_parameters=nparams, gate_counts=gate_counts(flat),
-                     constraint_satisfied=constraint_satisfied(constraint, flat, depth),
+                     num_parameters=nparams, gate_counts=counts,
+                     constraint_satisfied=constraint_satisfied(constraint, flat, depth, counts),
                      error="; ".join(problems) or None)
     return v, flat

@@ -22,8 +22,8 @@ SEED = 4242  # appears in this test's fork-server command line, so other session
 MARKER = f'"seed": {SEED}'.encode()
 
 
-def _sandbox_processes() -> list[int]:
-    """Anything forked from this test's fork server (they all share its command line)."""
+def _sandbox_processes(marker: bytes) -> list[int]:
+    """Anything forked from the fork server whose command line holds `marker` (they all share it)."""
     pids = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -31,7 +31,7 @@ def _sandbox_processes() -> list[int]:
                 cmd = Path(f"/proc/{name}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"evaluation.sandbox" in cmd and MARKER in cmd:
+            if b"evaluation.sandbox" in cmd and marker in cmd:
                 pids.append(int(name))
     return pids
 
@@ -64,29 +64,21 @@ def scored(tmp_path_factory):
     accepted: list = []
     stop = threading.Event()
 
-    def accept_loop():
+    def accept_loop(sock: socket.socket) -> None:
         while not stop.is_set():
             try:
-                accepted.append(listener.accept())
+                accepted.append(sock.accept())
             except OSError:
                 pass
 
-    threading.Thread(target=accept_loop, daemon=True).start()
+    threading.Thread(target=accept_loop, args=(listener,), daemon=True).start()
     port = listener.getsockname()[1]
     unix_path = str(hidden / "agent.sock")
     unix_listener = socket.socket(socket.AF_UNIX)
     unix_listener.bind(unix_path)
     unix_listener.listen(1)
     unix_listener.settimeout(0.2)
-
-    def accept_unix():
-        while not stop.is_set():
-            try:
-                accepted.append(unix_listener.accept())
-            except OSError:
-                pass
-
-    threading.Thread(target=accept_unix, daemon=True).start()
+    threading.Thread(target=accept_loop, args=(unix_listener,), daemon=True).start()
     # a process holding the key in its environment and command line, as `run --api-key` would
     holder = subprocess.Popen(["sleep", "300", SECRET], env={"OPENAI_API_KEY": SECRET, "PATH": "/usr/bin:/bin"})
     valid = rycx(4)
@@ -148,7 +140,7 @@ def scored(tmp_path_factory):
     time.sleep(0.5)
     stop.set()
     ctx = {"shared": shared, "victim": victim, "accepted": accepted, "elapsed": elapsed,
-           "leftover_pids": _sandbox_processes()}
+           "leftover_pids": _sandbox_processes(MARKER)}
     listener.close()
     unix_listener.close()
     holder.kill()
@@ -291,17 +283,9 @@ def test_interrupted_scoring_leaves_nothing_and_stale_leftovers_are_removed(tmp_
     assert not stale.exists()
     marker = f'"seed": {SEED + 1}'.encode()
     time.sleep(0.5)
-    leftovers = [n for n in os.listdir("/proc") if n.isdigit() and _cmdline_has(n, marker)]
-    assert leftovers == []
+    assert _sandbox_processes(marker) == []
     assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("qm-sandbox-") and
                 not _alive(int(n.split("-")[2]))]
-
-
-def _cmdline_has(pid: str, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def _alive(pid: int) -> bool:

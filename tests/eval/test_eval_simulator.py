@@ -8,7 +8,7 @@ from qiskit.circuit.library import efficient_su2
 from qiskit.quantum_info import Statevector
 
 from evaluation import barren, simulator
-from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
+from evaluation.hamiltonians import build_operator, get_hamiltonian, sparse_matrix
 
 from eval_replies_cases import rycx
 
@@ -30,10 +30,7 @@ def _param_shift_variances(qc, op, samples):
 @pytest.mark.parametrize("n,ham", [(4, "heisenberg"), (5, "tfim")])
 def test_variances_match_qiskit_parameter_shift(n, ham):
     qc = efficient_su2(n, reps=2)
-    op = get_hamiltonian(ham, n).operator if n in (4, 6, 8) else None
-    if op is None:
-        from evaluation.hamiltonians import build_operator
-        op = build_operator(ham, n)
+    op = build_operator(ham, n)
     samples = barren.sample_parameters(qc.num_parameters, 30, seed=7)
     ref_var, _ = _param_shift_variances(qc, op, samples)
     ours = barren.gradient_variances(qc, op.to_matrix(sparse=True), samples)
@@ -53,8 +50,6 @@ def test_shared_and_scaled_parameters_chain_rule():
         return [2 * va + 0.3, vb, va, -vb, 0.5 * va - vb, va], [(2, 0), (0, 1), (1, 0), (0, -1), (0.5, -1), (1, 0)]
 
     qc = build([2 * a + 0.3, b, a, -b, 0.5 * a - b, a])
-    op = get_hamiltonian("heisenberg", 4).operator
-    from evaluation.hamiltonians import build_operator
     op = build_operator("heisenberg", 3)
     samples = barren.sample_parameters(2, 30, seed=3)
     ref = np.zeros((30, 2))
@@ -82,7 +77,6 @@ def test_generic_gates_energy_and_gradient():
     sub = QuantumCircuit(2)
     sub.rx(c, 0); sub.cz(0, 1); sub.ry(2 * c, 1)
     qc.append(sub.to_gate(), [2, 0])
-    from evaluation.hamiltonians import build_operator
     op = build_operator("heisenberg", 3)
     hm = op.to_matrix(sparse=True)
     prog = simulator.compile_circuit(qc)
