@@ -66,6 +66,6 @@ def load_config(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] |
     return cfg
 
 
-def run_name(cfg: dict[str, Any]) -> str:
-    """The run's name: basename of output_dir (the merge's default output folder uses it)."""
-    return Path(str(cfg.get("output_dir") or "./outputs/out")).name
+def output_dir(cfg: dict[str, Any]) -> Path:
+    """The run's output_dir (axolotl's default when unset)."""
+    return Path(str(cfg.get("output_dir") or "./outputs/out"))

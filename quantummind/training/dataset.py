@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from evaluation.prompts import SYSTEM_PROMPT  # the seed's wording, defined once
+from evaluation.prompts import HAMILTONIANS, chat_messages  # the seed's wording, defined once
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "xy_chain": Family("xy_chain", "XY chain", "xy_chain", "xy"),
-    "heisenberg": Family("heisenberg", "Heisenberg chain", "heisenberg", "heisenberg"),
-    "tfim": Family("tfim", "Transverse-field Ising model", "tfim", "tfim"),
+    "xy_chain": Family("xy_chain", HAMILTONIANS["xy_chain"], "xy_chain", "xy"),
+    "heisenberg": Family("heisenberg", HAMILTONIANS["heisenberg"], "heisenberg", "heisenberg"),
+    "tfim": Family("tfim", HAMILTONIANS["tfim"], "tfim", "tfim"),
     # Beyond the evaluation set: their BP check runs against the nearest evaluated model.
     "xxz": Family("xxz", "XXZ chain", "heisenberg", "xxz"),
     "mixed_ising": Family("mixed_ising", "Ising chain in transverse and longitudinal fields", "tfim", "mixed_ising"),
@@ -291,9 +291,7 @@ class Example:
     reply: str
 
     def record(self) -> dict:
-        return {"messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                             {"role": "user", "content": self.user},
-                             {"role": "assistant", "content": self.reply}]}
+        return {"messages": chat_messages(self.user) + [{"role": "assistant", "content": self.reply}]}
 
     def scoring_record(self) -> dict:
         fam = FAMILIES[self.spec.family]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from quantummind.training.config import output_dir
 from quantummind.training.memory import GpuInfo, MemoryEstimate, estimate_memory, shape_for, visible_gpu
 from quantummind.training.tokenizer_info import tokenizer_info
 
@@ -144,7 +145,7 @@ def check_data_and_paths(cfg: dict[str, Any], report: LintReport) -> None:
         _add(report, ERROR, "base_model",
              f"base_model {base} is a local path without config.json (tiny model: "
              "`python fine-tuning/build_tiny_model.py`).")
-    out = Path(str(cfg.get("output_dir") or "./outputs/out"))
+    out = output_dir(cfg)
     if out.is_dir() and any(out.glob("checkpoint-*")):
         resuming = cfg.get("resume_from_checkpoint") or cfg.get("auto_resume_from_checkpoints")
         level = WARNING if resuming else ERROR

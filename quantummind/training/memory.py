@@ -150,10 +150,15 @@ def lora_parameters(shape: ModelShape, r: int, targets: list[str]) -> int:
 
 def estimate_memory(cfg: dict[str, Any], shape: ModelShape) -> MemoryEstimate:
     """Estimate peak GPU memory of one training process for `cfg` (an axolotl config dict)."""
-    act_bytes = 2 if (cfg.get("bf16") or cfg.get("fp16")) else 4
+    act_bytes = 2 if (cfg.get("bf16") or cfg.get("fp16")) else 4  # non-quantized weights too
+    n_params = shape.num_parameters()
+    weight_bytes = _weight_bytes_per_param(cfg)
+    mbs, seq = int(cfg.get("micro_batch_size") or 1), int(cfg.get("sequence_len") or 2048)
+    checkpointed = bool(cfg.get("gradient_checkpointing")
+                        or (cfg.get("fsdp_config") or {}).get("activation_checkpointing"))
     linear = shape.num_hidden_layers * shape.layer_linear_params()
-    rest = shape.num_parameters() - linear
-    base = linear * _weight_bytes_per_param(cfg) + rest * (2 if act_bytes == 2 else 4)
+    rest = n_params - linear
+    base = linear * weight_bytes + rest * act_bytes
     adapter = cfg.get("adapter")
     if adapter in ("lora", "qlora"):
         targets = list(cfg.get("lora_target_modules") or [])
@@ -164,19 +169,18 @@ def estimate_memory(cfg: dict[str, Any], shape: ModelShape) -> MemoryEstimate:
         trainable += len(extra) * shape.vocab_size * shape.hidden_size
         lora_w, grads = trainable * 4.0, trainable * 4.0  # PEFT keeps adapters in fp32
     else:
-        trainable = shape.num_parameters()
+        trainable = n_params
         lora_w, grads = 0.0, trainable * float(act_bytes)
     optim = trainable * _optimizer_bytes_per_param(str(cfg.get("optimizer") or "adamw_torch"))
 
-    tokens = int(cfg.get("micro_batch_size") or 1) * int(cfg.get("sequence_len") or 2048)
+    tokens = mbs * seq
     h, i, hd = shape.hidden_size, shape.intermediate_size, shape.hd
     kv = shape.num_key_value_heads * hd
     per_layer_full = tokens * (11 * h + 2 * kv + 5 * i) * act_bytes
     flash = cfg.get("flash_attention") or str(cfg.get("attn_implementation") or "").startswith(("flash", "sdpa"))
     if not flash:
-        seq = int(cfg.get("sequence_len") or 2048)
-        per_layer_full += int(cfg.get("micro_batch_size") or 1) * shape.num_attention_heads * seq * seq * act_bytes * 2
-    if cfg.get("gradient_checkpointing") or (cfg.get("fsdp_config") or {}).get("activation_checkpointing"):
+        per_layer_full += mbs * shape.num_attention_heads * seq * seq * act_bytes * 2
+    if checkpointed:
         activations = shape.num_hidden_layers * tokens * h * act_bytes + per_layer_full
     else:
         activations = shape.num_hidden_layers * per_layer_full
@@ -188,10 +192,10 @@ def estimate_memory(cfg: dict[str, Any], shape: ModelShape) -> MemoryEstimate:
         base_weights_gib=g(base), lora_weights_gib=g(lora_w), gradients_gib=g(grads),
         optimizer_gib=g(optim), activations_gib=g(activations), logits_gib=g(logits),
         overhead_gib=g(overhead), total_gib=g(subtotal + overhead),
-        num_parameters=shape.num_parameters(), trainable_parameters=trainable,
+        num_parameters=n_params, trainable_parameters=trainable,
         assumptions=(f"micro_batch_size x sequence_len = {tokens} tokens, "
-                     f"{'checkpointed' if activations < shape.num_hidden_layers * per_layer_full else 'stored'} activations, "
-                     f"weights {_weight_bytes_per_param(cfg):.3f} B/param, shape from {shape.source}"),
+                     f"{'checkpointed' if checkpointed else 'stored'} activations, "
+                     f"weights {weight_bytes:.3f} B/param, shape from {shape.source}"),
     )
 
 

@@ -6,29 +6,27 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from quantummind.merge.checkpoints import CheckpointChoice
 
 logger = logging.getLogger(__name__)
 
 LOSS_WARNING_THRESHOLD = 0.5  # seed Step 3.4: "Training loss < 0.5"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-@dataclass(frozen=True)
-class CheckpointEval:
-    step: int
-    path: Path
-    eval_loss: float | None
+_UNSET: Any = object()  # `best` not given (None is an answer: no checkpoint has an eval_loss)
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and _CKPT.match(p.name)]
-    return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))
+    """checkpoint-N directories by N, with or without trainer_state.json (the merge's pattern)."""
+    from quantummind.merge.checkpoints import _CKPT_RE  # lazy: the merge package imports torch
+
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and _CKPT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT_RE.match(p.name).group(1)))
 
 
 def _state(path: Path) -> dict[str, Any]:
@@ -44,24 +42,15 @@ def log_history(output_dir: Path) -> list[dict[str, Any]]:
     return max((c.get("log_history") or [] for c in candidates), key=len, default=[])
 
 
-def checkpoint_evals(output_dir: Path) -> list[CheckpointEval]:
-    """eval_loss of every checkpoint at its own step (the merge's reader, reused)."""
-    from quantummind.merge.checkpoints import list_checkpoints
-
-    if not Path(output_dir).is_dir():
-        return []
-    return [CheckpointEval(s.step, s.path, s.eval_loss) for s in list_checkpoints(output_dir)]
-
-
-def best_checkpoint(output_dir: Path) -> CheckpointEval | None:
+def best_checkpoint(output_dir: Path) -> CheckpointChoice | None:
     """The checkpoint the merge would pick (lowest eval_loss); None when none has an eval_loss."""
-    from quantummind.merge import MergeError, select_checkpoint
+    from quantummind.merge.checkpoints import select_checkpoint
+    from quantummind.merge.errors import MergeError
 
     try:
-        choice = select_checkpoint(output_dir, "best")
+        return select_checkpoint(output_dir, "best")
     except MergeError:
         return None
-    return CheckpointEval(int(choice.step), choice.path, choice.eval_loss)
 
 
 def final_train_loss(history: list[dict[str, Any]], streamed: float | None = None) -> float | None:
@@ -72,13 +61,16 @@ def final_train_loss(history: list[dict[str, Any]], streamed: float | None = Non
     summary = [e["train_loss"] for e in history if "train_loss" in e]
     if summary:
         return float(summary[-1])
-    losses = [e["loss"] for e in history if "loss" in e]
-    return float(losses[-1]) if losses else None
+    return _last_loss(history)
 
 
 def _last_loss(history: list[dict[str, Any]]) -> float | None:
     losses = [e["loss"] for e in history if "loss" in e]
-    return round(float(losses[-1]), 4) if losses else None
+    return float(losses[-1]) if losses else None
+
+
+def _round4(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 _TRAIN_LOSS = re.compile(r"'train_loss':\s*'?([0-9.eE+-]+)")
@@ -115,10 +107,14 @@ def _sum_counts(paths: list[str]) -> int | None:
 
 def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: float, gpu: str,
                        world_size: int = 1, streamed_train_loss: float | None = None,
-                       on_gpu: bool = True) -> dict[str, Any]:
-    history = log_history(output_dir)
+                       on_gpu: bool = True, history: list[dict[str, Any]] | None = None,
+                       best: CheckpointChoice | None = _UNSET) -> dict[str, Any]:
+    """`history`/`best`: log_history() and best_checkpoint() of output_dir, when the caller has them."""
+    if history is None:
+        history = log_history(output_dir)
+    if best is _UNSET:
+        best = best_checkpoint(output_dir)
     train_paths, val_paths = _dataset_paths(cfg, "datasets"), _dataset_paths(cfg, "test_datasets")
-    best = best_checkpoint(output_dir)
     mbs, gas = int(cfg.get("micro_batch_size") or 1), int(cfg.get("gradient_accumulation_steps") or 1)
     loss = final_train_loss(history, streamed_train_loss)
     return {
@@ -129,7 +125,7 @@ def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: f
         "num_train_examples": _sum_counts(train_paths),
         "num_val_examples": _sum_counts(val_paths),
         "epochs": cfg.get("num_epochs"),
-        "final_train_loss": None if loss is None else round(loss, 4),
+        "final_train_loss": _round4(loss),
         "training_time_hours": round(wall_seconds / 3600, 4),
         "gpu": gpu,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -138,7 +134,7 @@ def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: f
         "learning_rate": cfg.get("learning_rate"),
         "batch_size_effective": mbs * gas * world_size,
         # Added: what the merge and the user need next.
-        "last_train_loss": _last_loss(history),
+        "last_train_loss": _round4(_last_loss(history)),
         "best_eval_loss": None if best is None else round(best.eval_loss, 4),
         "best_step": None if best is None else best.step,
         "best_checkpoint": None if best is None else str(best.path),
@@ -158,17 +154,20 @@ def write_training_log(log: dict[str, Any], output_dir: Path) -> Path:
     return path
 
 
-def plot_loss_curve(output_dir: Path, path: Path | None = None) -> Path:
-    """Train and eval loss vs step, the best checkpoint marked."""
+def plot_loss_curve(output_dir: Path, path: Path | None = None, *, history: list[dict[str, Any]] | None = None,
+                    best: CheckpointChoice | None = _UNSET) -> Path:
+    """Train and eval loss vs step, the best checkpoint marked (`history`/`best` as in build_training_log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = log_history(output_dir)
+    if history is None:
+        history = log_history(output_dir)
+    if best is _UNSET:
+        best = best_checkpoint(output_dir)
     train = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e and "step" in e]
-    best = best_checkpoint(output_dir)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue", lw=1.4)

@@ -77,9 +77,9 @@ def verify(cfg: dict[str, Any], *, checkpoint: str = "best", max_new_tokens: int
            temperature: float = 0.7, seed: int = 0) -> VerifyResult:
     from evaluation.prompts import chat_messages, user_prompt
     from evaluation.scoring import score_replies
+    from quantummind.training.config import output_dir
 
-    output_dir = Path(str(cfg.get("output_dir") or "./outputs/out"))
-    adapter, eval_loss = resolve_checkpoint(output_dir, checkpoint)
+    adapter, eval_loss = resolve_checkpoint(output_dir(cfg), checkpoint)
     prompt = user_prompt(HAMILTONIAN, NUM_QUBITS, CONSTRAINT)
     reply = generate_reply(str(cfg["base_model"]), adapter, chat_messages(prompt),
                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from quantummind.training import training_log as tlog
+from quantummind.training.config import output_dir
 from quantummind.training.lint import LintReport, lint_config
-from quantummind.training.memory import visible_gpu
+from quantummind.training.memory import GpuInfo, visible_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ class TrainResult:
     lint: LintReport
 
 
-def gpu_name() -> str:
-    gpu = visible_gpu()
+def gpu_name(gpu: GpuInfo | None) -> str:
     return gpu.name if gpu else f"none (CPU, {os.cpu_count()} cores)"
 
 
@@ -77,8 +77,9 @@ def stream(cmd: list[str], env: dict[str, str], out: TextIO, tail_lines: int = 4
 
 def train(config: str, cfg: dict[str, Any], extra: list[str], *, num_processes: int = 1,
           out: TextIO = sys.stdout) -> TrainResult:
-    on_gpu = visible_gpu() is not None
-    report = lint_config(cfg, device="gpu" if on_gpu else "cpu")
+    gpu = visible_gpu()
+    on_gpu = gpu is not None
+    report = lint_config(cfg, gpu=gpu, device="gpu" if on_gpu else "cpu")
     if report.errors:
         return TrainResult(1, 0.0, None, None, None, report)
     cmd = build_train_command(config, extra, cfg=cfg, on_gpu=on_gpu, num_processes=num_processes)
@@ -92,12 +93,14 @@ def train(config: str, cfg: dict[str, Any], extra: list[str], *, num_processes: 
     start = time.monotonic()
     code, tail = stream(cmd, env, out)
     wall = time.monotonic() - start
-    output_dir = Path(str(cfg.get("output_dir") or "./outputs/out"))
-    if code != 0 or not output_dir.is_dir():
+    out_dir = output_dir(cfg)
+    if code != 0 or not out_dir.is_dir():
         return TrainResult(code or 1, wall, None, None, None, report)
-    log = tlog.build_training_log(cfg, output_dir, wall_seconds=wall, gpu=gpu_name(),
+    history, best = tlog.log_history(out_dir), tlog.best_checkpoint(out_dir)
+    log = tlog.build_training_log(cfg, out_dir, wall_seconds=wall, gpu=gpu_name(gpu),
                                   world_size=num_processes, on_gpu=on_gpu,
-                                  streamed_train_loss=tlog.train_loss_from_output(tail))
-    log_path = tlog.write_training_log(log, output_dir)
-    plot_path = tlog.plot_loss_curve(output_dir)
+                                  streamed_train_loss=tlog.train_loss_from_output(tail),
+                                  history=history, best=best)
+    log_path = tlog.write_training_log(log, out_dir)
+    plot_path = tlog.plot_loss_curve(out_dir, history=history, best=best)
     return TrainResult(0, wall, log, log_path, plot_path, report)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantummind.merge.checkpoints import list_checkpoints
 from quantummind.paths import REPO_ROOT, offline_env
-from quantummind.training.training_log import best_checkpoint, checkpoint_evals
+from quantummind.training.training_log import best_checkpoint
 
 TRAIN_PY = REPO_ROOT / "fine-tuning" / "train.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -30,7 +31,7 @@ def run(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def assert_checkpoints_with_eval_loss(out: Path, steps: list[int]) -> None:
-    evals = checkpoint_evals(out)
+    evals = list_checkpoints(out)
     assert [c.step for c in evals] == steps
     for c in evals:
         assert (c.path / "adapter_model.safetensors").is_file()
@@ -66,7 +67,7 @@ def test_train_wrapper_writes_log_plot_and_verify_runs(tiny_config, tiny_data, l
     assert log["batch_size_effective"] == 4 and log["peak_gpu_memory_gib"] is None  # CPU: no GPU peak
     best = best_checkpoint(out)
     assert (log["best_step"], log["best_eval_loss"]) == (best.step, round(best.eval_loss, 4))
-    assert best.eval_loss == min(c.eval_loss for c in checkpoint_evals(out))
+    assert best.eval_loss == min(c.eval_loss for c in list_checkpoints(out))
     warned = "WARNING: Training loss >= 0.5" in proc.stdout
     assert warned == (log["final_train_loss"] >= 0.5)
     png = (out / "loss_curve.png").read_bytes()
