@@ -34,9 +34,14 @@ class PromptSpec:
 
 
 def user_prompt(hamiltonian_key: str, num_qubits: int, constraint: str) -> str:
-    """The seed's user turn, without the trailing space it leaves when there is no constraint."""
-    name = HAMILTONIANS[hamiltonian_key]
-    return f"Create a {num_qubits}-qubit variational circuit for the {name} Hamiltonian ground state. {constraint}".strip()
+    """The seed's user turn for one of the evaluated Hamiltonians."""
+    return user_prompt_text(HAMILTONIANS[hamiltonian_key], num_qubits, constraint)
+
+
+def user_prompt_text(hamiltonian_name: str, num_qubits: int, constraint: str) -> str:
+    """The seed's user turn for any named Hamiltonian, without the trailing space it leaves when
+    there is no constraint."""
+    return f"Create a {num_qubits}-qubit variational circuit for the {hamiltonian_name} Hamiltonian ground state. {constraint}".strip()
 
 
 def chat_messages(prompt: str) -> list[dict[str, str]]:

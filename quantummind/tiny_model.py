@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from evaluation.prompts import CONSTRAINTS, SYSTEM_PROMPT  # the seed's wording, defined once
+from evaluation.prompts import CONSTRAINTS, SYSTEM_PROMPT, user_prompt_text  # the seed's wording, defined once
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ def tokenizer_corpus() -> list[str]:
     for ham in _HAMILTONIANS:
         for n in (2, 3, 4, 5, 6, 7, 8, 9, 10):
             for c in CONSTRAINTS:
-                lines.append(
-                    f"Create a {n}-qubit variational circuit for the {ham} Hamiltonian ground state. {c}".strip()
-                )
+                lines.append(user_prompt_text(ham, n, c))
     for snippet in _SNIPPETS:
         for n in (2, 4, 6, 8):
             lines.append(snippet.format(n=n))
@@ -202,8 +200,11 @@ BUILD_INFO = "tiny_model_spec.json"
 
 
 def _build_info(seed: int, spec: TinyModelSpec) -> dict:
-    # The builder's own source is part of the key: a changed corpus or shape means a new model.
-    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    # The builder's source and the corpus it trains the tokenizer on (partly evaluation.prompts)
+    # are part of the key: a change to either means a new model.
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update("\n".join(tokenizer_corpus()).encode())
+    source = digest.hexdigest()[:16]
     return {"seed": seed, "builder": source, **asdict(spec)}
 
 
@@ -316,8 +317,9 @@ def synthetic_spec_for_size(size_gb: float, *, bytes_per_param: int = 2) -> Tiny
         num_attention_heads=16, num_key_value_heads=4, num_hidden_layers=1,
     )
     target = size_gb * 1e9 / bytes_per_param
-    fixed = sum(math.prod(s) for n, s in _synthetic_tensor_shapes(base, base.vocab_size) if ".layers." not in n)
-    per_layer = sum(math.prod(s) for n, s in _synthetic_tensor_shapes(base, base.vocab_size) if ".layers." in n)
+    shapes = _synthetic_tensor_shapes(base, base.vocab_size)
+    fixed = sum(math.prod(s) for n, s in shapes if ".layers." not in n)
+    per_layer = sum(math.prod(s) for n, s in shapes if ".layers." in n)
     layers = max(1, math.ceil((target - fixed) / per_layer))
     return TinyModelSpec(**{**asdict(base), "num_hidden_layers": layers})
 
