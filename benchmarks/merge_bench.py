@@ -152,14 +152,11 @@ def tensors_identical(dir_a: Path, dir_b: Path) -> tuple[bool, str]:
     """Compare two checkpoints tensor by tensor (bitwise), one tensor in memory at a time."""
     import torch
 
+    from quantummind.merge.merge import open_base
     from quantummind.merge.shards import SafetensorsReader
 
     def index(d: Path) -> dict[str, Path]:
-        idx = d / "model.safetensors.index.json"
-        if idx.is_file():
-            return {k: d / v for k, v in json.loads(idx.read_text())["weight_map"].items()}
-        with SafetensorsReader(d / "model.safetensors") as r:
-            return {k: d / "model.safetensors" for k in r.names()}
+        return {name: shard for name, (shard, _) in open_base(d).infos.items()}
 
     ia, ib = index(dir_a), index(dir_b)
     if set(ia) != set(ib):

@@ -41,10 +41,6 @@ class LoraModule:
     magnitude_key: str | None = None
     scaling: float = 1.0
 
-    @property
-    def weight_name(self) -> str:
-        return f"{self.module}.weight"
-
 
 def _pattern_value(patterns: dict, module: str, default):
     """PEFT's rank_pattern/alpha_pattern lookup: first key matching the end of the module name."""
@@ -92,7 +88,7 @@ class Adapter:
                     module = rest[: -len(suffix)]
                     m = self.lora.setdefault(f"{module}.weight", LoraModule(module))
                     if part == "A":
-                        m.a_key, m.kind = key, kind if kind != "dora" else m.kind
+                        m.a_key, m.kind = key, kind
                     elif part == "B":
                         m.b_key, m.kind = key, kind
                     else:

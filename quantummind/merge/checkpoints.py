@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantummind.merge.errors import MergeError
@@ -34,12 +34,6 @@ class CheckpointChoice:
     eval_loss: float | None
     how: str  # "best" | "last" | "explicit"
     table: list[CheckpointScore] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        d["table"] = [s.to_json() for s in self.table]
-        return d
 
     def format_table(self) -> str:
         lines = [f"{'':2}{'checkpoint':<40} {'step':>8} {'eval_loss':>12}"]

@@ -27,7 +27,7 @@ from quantummind.merge.settings import HF_DTYPES, MergeSettings, load_settings, 
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
-from quantummind.merge.vocab import mean_resize, tokenizer_vocab_size
+from quantummind.merge.vocab import read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class BaseModel:
     path: Path
     config: dict
     shards: list[Path]
-    infos: dict[str, tuple[Path, object]] = field(default_factory=dict)  # name -> (shard, TensorInfo)
+    # name -> (shard, TensorInfo), in shard then file order: the output tensor order
+    infos: dict[str, tuple[Path, object]] = field(default_factory=dict)
 
     @property
     def tied(self) -> bool:
@@ -79,8 +80,11 @@ def open_base(path: Path) -> BaseModel:
     base = BaseModel(path, config, shards)
     for shard in shards:
         with SafetensorsReader(shard) as r:
-            for name, info in r.infos.items():
-                base.infos[name] = (shard, info)
+            for name in r.names():
+                if name in base.infos:  # a merge would write it twice: a corrupt output
+                    raise MergeError(f"base model {path}: tensor {name} is in both {base.infos[name][0].name} "
+                                     f"and {shard.name}")
+                base.infos[name] = (shard, r.infos[name])
     if EMBED not in base.infos:
         raise MergeError(f"base model {path} has no {EMBED}: not a supported decoder-only checkpoint")
     return base
@@ -245,8 +249,8 @@ class _Output:
             self._closing = True
             self._cond.notify_all()
         self._thread.join()
-        if self.current is not None and not self.current._fh.closed:
-            self.current._fh.close()
+        if self.current is not None:
+            self.current.abort()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -266,18 +270,18 @@ def _merged_config(base: BaseModel, vocab: VocabPlan, dtype: torch.dtype) -> dic
     return cfg
 
 
-def _generation_config(base: BaseModel, tok_dir: Path) -> dict:
+def _generation_config(base: BaseModel, tok_dir: Path, tok_json: dict | None) -> dict:
+    """`tok_json`: the parsed tokenizer.json of `tok_dir` (read_tokenizer_json), None if absent."""
     path = base.path / "generation_config.json"
     gen = json.loads(path.read_text()) if path.is_file() else {}
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if key not in gen and base.config.get(key) is not None:
             gen[key] = base.config[key]
     tok_cfg = tok_dir / "tokenizer_config.json"
-    tok_json = tok_dir / "tokenizer.json"
-    if tok_cfg.is_file() and tok_json.is_file():
+    if tok_cfg.is_file() and tok_json is not None:
         eos = json.loads(tok_cfg.read_text()).get("eos_token")
         eos = eos.get("content") if isinstance(eos, dict) else eos
-        ids = {t["content"]: t["id"] for t in json.loads(tok_json.read_text()).get("added_tokens", [])}
+        ids = {t["content"]: t["id"] for t in tok_json.get("added_tokens", [])}
         if eos in ids:
             # The trained run's eos (axolotl may change it via special_tokens) must stop generation.
             cur = gen.get("eos_token_id")
@@ -341,18 +345,16 @@ def merge(
     adapter = Adapter(choice.path)
     try:
         tok_dir = _tokenizer_source(choice, settings, base)
-        vocab = plan_vocab(base, adapter, tokenizer_vocab_size(tok_dir), allow_vocab_shrink)
+        tok_json = read_tokenizer_json(tok_dir)  # parsed once, for the vocab size and the eos id
+        vocab = plan_vocab(base, adapter, tokenizer_vocab_size(tok_json), allow_vocab_shrink)
         _check_architecture(base, adapter, vocab)
+        gen_config = _generation_config(base, tok_dir, tok_json)
+        del tok_json
         faithful = bool(qlora_faithful and settings.is_qlora)
 
         # Plan every output tensor up front (order = base shard/file order) so headers are known.
-        order: list[str] = []
-        for shard in base.shards:
-            with SafetensorsReader(shard) as r:
-                order += r.names()
         plan: list[PlannedTensor] = []
-        for name in order:
-            info = base.infos[name][1]
+        for name, (_, info) in base.infos.items():
             shape = info.shape
             if name in (EMBED, LM_HEAD):
                 shape = (vocab.rows, *shape[1:])
@@ -370,9 +372,10 @@ def merge(
             for shard in base.shards:
                 with SafetensorsReader(shard) as reader:
                     for name in reader.names():
-                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, faithful)
-                        rounded += int(faithful and name not in adapter.full
-                                        and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
+                        was_4bit = (faithful and name not in adapter.full
+                                    and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
+                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, was_4bit)
+                        rounded += int(was_4bit)
                         out.write(name, tensor.to(out_dtype) if tensor.is_floating_point() else tensor)
                         if name == EMBED and vocab.untie:
                             lm = _untied_lm_head(reader, adapter, vocab)
@@ -385,7 +388,7 @@ def merge(
                 _write_json(tmp / "model.safetensors.index.json",
                             {"metadata": {"total_size": total}, "weight_map": out.weight_map})
             _write_json(tmp / "config.json", _merged_config(base, vocab, out_dtype))
-            _write_json(tmp / "generation_config.json", _generation_config(base, tok_dir))
+            _write_json(tmp / "generation_config.json", gen_config)
             copied = [f for f in TOKENIZER_FILES if (tok_dir / f).is_file()]
             for f in copied:
                 shutil.copy2(tok_dir / f, tmp / f)
@@ -434,12 +437,12 @@ def merge(
 
 
 def _produce(name: str, tensor: torch.Tensor, adapter: Adapter, vocab: VocabPlan, settings: MergeSettings,
-             faithful: bool) -> torch.Tensor:
-    was_4bit = faithful and name not in adapter.full and _is_4bit_in_training(name, tensor.ndim, settings)
+             was_4bit: bool) -> torch.Tensor:
+    """`was_4bit`: the tensor was 4-bit in training and the merge is QLoRA-faithful (round it)."""
     if name in adapter.full:  # modules_to_save: the trained tensor replaces the base one
         tensor = adapter.full_tensor(name)
     elif name in (EMBED, LM_HEAD) and vocab.rows != tensor.shape[0]:
-        tensor = mean_resize(tensor, vocab.rows) if vocab.rows > tensor.shape[0] else tensor[: vocab.rows]
+        tensor = resize_rows(tensor, vocab.rows)
     if was_4bit:
         tensor = _roundtrip(tensor.float(), settings)
     if name in adapter.lora:
@@ -455,7 +458,7 @@ def _untied_lm_head(reader: SafetensorsReader, adapter: Adapter, vocab: VocabPla
     else:
         lm = reader.get(EMBED)
         if vocab.rows != lm.shape[0]:
-            lm = mean_resize(lm, vocab.rows) if vocab.rows > lm.shape[0] else lm[: vocab.rows]
+            lm = resize_rows(lm, vocab.rows)
     return adapter.merge_into(LM_HEAD, lm) if LM_HEAD in adapter.lora else lm
 
 

@@ -7,32 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
 from quantummind.merge.errors import MergeError
+from quantummind.training.config import ConfigError, load_config
 
 HF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def _load_yaml(path: Path) -> dict:
-    """The training side's loader (issue 4) when present: one notion of path resolution."""
-    try:
-        from quantummind.training.config import load_config
-    except ImportError:
-        load_config = None
+    """The training side's loader (issue 4): one notion of path resolution."""
     if not path.is_file():
         raise MergeError(f"config {path} not found")
     try:
-        cfg = load_config(path) if load_config else yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MergeError(f"config {path} is not valid YAML: {exc}") from None
-    except Exception as exc:  # the training loader's ConfigError: already a one-line message
-        if type(exc).__name__ == "ConfigError":
-            raise MergeError(str(exc)) from None
-        raise
-    if not isinstance(cfg, dict):
-        raise MergeError(f"config {path} is not a YAML mapping")
-    return cfg
+        return load_config(path)
+    except ConfigError as exc:  # already a one-line message
+        raise MergeError(str(exc)) from None
 
 
 def _truthy(v) -> bool:
@@ -41,7 +30,6 @@ def _truthy(v) -> bool:
 
 @dataclass
 class MergeSettings:
-    config_path: Path
     base_model: str
     output_dir: Path
     adapter: str
@@ -52,9 +40,6 @@ class MergeSettings:
     train_dtype: torch.dtype = torch.float32  # dtype the base was loaded in for training
     compute_dtype: torch.dtype = torch.float32  # dtype the 4-bit base was dequantized to
     skip_modules: list[str] = field(default_factory=list)
-    tokens: list[str] = field(default_factory=list)
-    special_tokens: dict = field(default_factory=dict)
-    lora_modules_to_save: list[str] = field(default_factory=list)
 
     @property
     def run_name(self) -> str:
@@ -95,7 +80,6 @@ def load_settings(config_path: str | Path) -> MergeSettings:
     if base.startswith((".", "/", "~")) or os.path.isdir(base):
         base = str(Path(base).expanduser().resolve())
     return MergeSettings(
-        config_path=path,
         base_model=base,
         output_dir=Path(cfg["output_dir"]).expanduser().resolve(),
         adapter=adapter,
@@ -106,9 +90,6 @@ def load_settings(config_path: str | Path) -> MergeSettings:
         train_dtype=train_dtype,
         compute_dtype=_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype),
         skip_modules=list(bnb.get("llm_int8_skip_modules") or []),
-        tokens=list(cfg.get("tokens") or []),
-        special_tokens=dict(cfg.get("special_tokens") or {}),
-        lora_modules_to_save=list(cfg.get("lora_modules_to_save") or []),
     )
 
 
@@ -126,8 +107,10 @@ def resolve_base_model(name: str) -> Path:
     repo = cache / ("models--" + name.replace("/", "--"))
     ref = repo / "refs" / "main"
     snapshots = repo / "snapshots"
-    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
-        return snapshots / ref.read_text().strip()
+    if ref.is_file():
+        snapshot = snapshots / ref.read_text().strip()
+        if snapshot.is_dir():
+            return snapshot
     if snapshots.is_dir():
         found = sorted(snapshots.iterdir(), key=lambda d: d.stat().st_mtime)
         if found:

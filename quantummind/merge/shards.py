@@ -48,7 +48,7 @@ class SafetensorsReader:
         except Exception as exc:
             self._fh.close()
             raise ValueError(f"{self.path}: not a safetensors file ({exc})") from exc
-        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        header.pop("__metadata__", None)
         base = 8 + hlen
         self.infos: dict[str, TensorInfo] = {}
         for name, h in header.items():
@@ -60,9 +60,6 @@ class SafetensorsReader:
     def names(self) -> list[str]:
         """Tensor names in file order (the order their bytes are laid out)."""
         return sorted(self.infos, key=lambda n: self.infos[n].start)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.infos
 
     def get(self, name: str) -> torch.Tensor:
         info = self.infos[name]
@@ -97,10 +94,10 @@ class SafetensorsWriter:
     """Writes one .safetensors file whose tensor list is fixed up front; tensors must be
     written in plan order and match the planned dtype/shape."""
 
-    def __init__(self, path: str | Path, plan: list[PlannedTensor], metadata: dict[str, str] | None = None):
+    def __init__(self, path: str | Path, plan: list[PlannedTensor]):
         self.path = Path(path)
         self.plan = plan
-        header: dict = {"__metadata__": metadata or {"format": "pt"}}
+        header: dict = {"__metadata__": {"format": "pt"}}
         offset = 0
         for t in plan:
             header[t.name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
@@ -131,6 +128,11 @@ class SafetensorsWriter:
             self._fh.close()
         if not self.complete:
             raise RuntimeError(f"{self.path}: closed after {self._next} of {len(self.plan)} tensors")
+
+    def abort(self) -> None:
+        """Close the file unfinished, without the completeness check (the caller removes it)."""
+        if not self._fh.closed:
+            self._fh.close()
 
 
 def parse_size(text: str | int) -> int:

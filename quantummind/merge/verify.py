@@ -29,12 +29,13 @@ def load_trained_model(base_path: Path, adapter_path: Path, settings: MergeSetti
 
     kwargs: dict = {"dtype": settings.compute_dtype if quantized else torch.float32}
     if quantized:
-        import bitsandbytes.nn.modules as bnb_modules
-        from transformers import BitsAndBytesConfig
+        from quantummind.training.cpu_qlora_launch import apply_workaround
 
         # Training ran with the AVX512-BF16 inference repack disabled (it breaks training on
         # CPUs that have it); use the same kernels so the reference is what training saw.
-        bnb_modules.has_avx512bf16 = lambda: False
+        apply_workaround()
+        from transformers import BitsAndBytesConfig
+
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=settings.quant_type,
             bnb_4bit_use_double_quant=settings.double_quant, bnb_4bit_compute_dtype=settings.compute_dtype,
@@ -69,12 +70,14 @@ def logits(model, batches) -> list:
         return [model(input_ids=ids).logits.float() for ids in batches]
 
 
-def max_logit_diff(a: list, b: list, columns: int | None = None) -> float:
-    return max(float((x[..., :columns] - y[..., :columns]).abs().max()) for x, y in zip(a, b))
+def max_logit_diff(a: list, b: list) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
 def verify_merge(base_path: Path, adapter_path: Path, merged_path: Path, settings: MergeSettings, *,
                  faithful: bool) -> dict:
+    """`faithful`: the merge was QLoRA-faithful (merge() sets it only for QLoRA runs), so the
+    reference is PEFT on the 4-bit base."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -83,7 +86,7 @@ def verify_merge(base_path: Path, adapter_path: Path, merged_path: Path, setting
     batches = prompt_batches(merged_path)
     got = logits(merged, batches)
     del merged
-    quantized = bool(faithful and settings.is_qlora)
+    quantized = faithful
     ref_model = load_trained_model(base_path, adapter_path, settings, quantized=quantized, vocab_rows=rows)
     ref = logits(ref_model, batches)
     diff = max_logit_diff(got, ref)

@@ -14,12 +14,17 @@ logger = logging.getLogger(__name__)
 COV_CHUNK_ROWS = 8192  # covariance accumulated in row chunks: never a second full fp32 copy
 
 
-def tokenizer_vocab_size(tokenizer_dir: Path) -> int | None:
-    """Number of ids the tokenizer can emit (max id + 1), from tokenizer.json; None if absent."""
+def read_tokenizer_json(tokenizer_dir: Path) -> dict | None:
+    """The parsed tokenizer.json of `tokenizer_dir`; None if absent."""
     path = tokenizer_dir / "tokenizer.json"
-    if not path.is_file():
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def tokenizer_vocab_size(data: dict | None) -> int | None:
+    """Number of ids the tokenizer can emit (max id + 1), from parsed tokenizer.json data
+    (read_tokenizer_json); None if absent."""
+    if data is None:
         return None
-    data = json.loads(path.read_text())
     ids = [t["id"] for t in data.get("added_tokens", [])]
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
@@ -31,14 +36,13 @@ def tokenizer_vocab_size(tokenizer_dir: Path) -> int | None:
 
 def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> torch.Tensor:
     """Append rows sampled from N(mean, 1e-9 * cov) of the old rows (transformers' mean_resizing);
-    the mean itself when that covariance is not positive definite. Returns float32."""
+    the mean itself when that covariance is not positive definite. Returns float32. `new_rows`
+    must exceed the old row count (resize_rows truncates otherwise)."""
     old32 = old.float()
     n, hidden = old32.shape
     added = new_rows - n
     out = torch.empty((new_rows, hidden), dtype=torch.float32)
     out[:n] = old32
-    if added <= 0:
-        return out[:new_rows]
     mean = old32.mean(dim=0)
     cov = torch.zeros((hidden, hidden), dtype=torch.float32)
     for start in range(0, n, COV_CHUNK_ROWS):
@@ -55,3 +59,8 @@ def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> torch.Ten
         logger.warning("embedding covariance not positive definite: new rows set to the mean")
         out[n:] = mean
     return out
+
+
+def resize_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """`t` with `rows` rows: grown with mean_resize (float32), or its first `rows` rows."""
+    return mean_resize(t, rows) if rows > t.shape[0] else t[:rows]

@@ -1,8 +1,9 @@
 """Helpers for the merge tests: real axolotl training runs on the tiny model, PEFT-built runs.
 
-Training goes through axolotl's own train CLI in a child process. The launcher only disables
-bitsandbytes' AVX512-BF16 inference repack, which breaks QLoRA training after the first eval on
-CPUs that have it (see /work/shared/notes/cpu-feasibility.md).
+Training goes through axolotl's own train CLI in a child process, via
+quantummind.training.cpu_qlora_launch, which only disables bitsandbytes' AVX512-BF16 inference
+repack first: it breaks QLoRA training after the first eval on CPUs that have it (see
+/work/shared/notes/cpu-feasibility.md).
 """
 
 from __future__ import annotations
@@ -18,14 +19,6 @@ from pathlib import Path
 import yaml
 
 from quantummind.paths import offline_env
-
-LAUNCHER = (
-    "import bitsandbytes.nn.modules as m\n"
-    "m.has_avx512bf16 = lambda: False\n"
-    "import fire\n"
-    "from axolotl.cli.train import do_cli\n"
-    "fire.Fire(do_cli)\n"
-)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -63,7 +56,6 @@ class TrainedRun:
     config: Path
     output_dir: Path
     base_model: Path
-    log: Path
 
 
 def axolotl_config(base: Path, work: Path, *, qlora: bool = False, tokens: list[str] | None = None,
@@ -108,11 +100,11 @@ def train(cfg: dict, work: Path) -> TrainedRun:
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     log = work / "train.log"
     with open(log, "wb") as fh:
-        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(cfg_path)], cwd=work, env=offline_env(),
-                              stdout=fh, stderr=subprocess.STDOUT, timeout=900)
+        proc = subprocess.run([sys.executable, "-m", "quantummind.training.cpu_qlora_launch", str(cfg_path)],
+                              cwd=work, env=offline_env(), stdout=fh, stderr=subprocess.STDOUT, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"axolotl training failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
-    return TrainedRun(cfg_path, Path(cfg["output_dir"]), Path(cfg["base_model"]), log)
+    return TrainedRun(cfg_path, Path(cfg["output_dir"]), Path(cfg["base_model"]))
 
 
 def copy_run(run: TrainedRun, dest: Path) -> TrainedRun:
@@ -124,7 +116,7 @@ def copy_run(run: TrainedRun, dest: Path) -> TrainedRun:
     cfg["output_dir"] = str(out)
     cfg_path = dest / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return TrainedRun(cfg_path, out, run.base_model, run.log)
+    return TrainedRun(cfg_path, out, run.base_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +164,7 @@ def peft_run(base_dir: Path, work: Path, losses: dict[int, float | None], *, lor
            "lora_alpha": 16, **(extra or {})}
     cfg_path = work / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return TrainedRun(cfg_path, out, base_dir, work / "none.log")
+    return TrainedRun(cfg_path, out, base_dir)
 
 
 def peft_merged_state(base_dir: Path, adapter_dir: Path, rows: int | None = None) -> dict:

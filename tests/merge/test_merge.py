@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from merge_helpers import load_output_tensors, peft_merged_state, peft_run, reshard
+from merge_helpers import copy_run, load_output_tensors, peft_merged_state, peft_run, reshard
 from quantummind.merge import MergeError, merge, select_checkpoint
 from quantummind.paths import REPO_ROOT, offline_env
 
@@ -212,6 +212,23 @@ def test_error_no_checkpoints(tiny_model_dir, tmp_path):
     assert_fails_cleanly(cfg, tmp_path / "m", "no checkpoint-*")
 
 
+def test_error_tensor_in_two_base_shards(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from quantummind.merge.merge import open_base
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    tensors = load_file(base / "model.safetensors")
+    (base / "model.safetensors").rename(base / "model-00001-of-00002.safetensors")
+    save_file({"model.norm.weight": tensors["model.norm.weight"]}, base / "model-00002-of-00002.safetensors")
+    weight_map = {n: "model-00001-of-00002.safetensors" for n in tensors}
+    weight_map["model.norm.weight"] = "model-00002-of-00002.safetensors"
+    (base / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(MergeError, match="model.norm.weight is in both model-00001-of-00002.safetensors"):
+        open_base(base)
+
+
 def test_error_no_eval_loss(tiny_model_dir, tmp_path):
     run = peft_run(tiny_model_dir, tmp_path / "run", {1: None, 2: None})
     assert_fails_cleanly(run.config, tmp_path / "m", "set a validation set")
@@ -219,26 +236,18 @@ def test_error_no_eval_loss(tiny_model_dir, tmp_path):
 
 
 def test_error_nan_loss(three_ckpts, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(three_ckpts.output_dir, run / "out")
-    state = run / "out" / "checkpoint-6" / "trainer_state.json"
+    run = copy_run(three_ckpts, tmp_path / "run")
+    state = run.output_dir / "checkpoint-6" / "trainer_state.json"
     data = json.loads(state.read_text())
     data["log_history"][-1]["eval_loss"] = math.nan
     state.write_text(json.dumps(data))
-    cfg = run / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"base_model": str(three_ckpts.base_model), "output_dir": str(run / "out"),
-                                   "adapter": "lora"}))
-    assert_fails_cleanly(cfg, tmp_path / "m", "NaN")
+    assert_fails_cleanly(run.config, tmp_path / "m", "NaN")
 
 
 def test_error_checkpoint_without_adapter_weights(three_ckpts, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(three_ckpts.output_dir, run / "out")
-    (run / "out" / "checkpoint-4" / "adapter_model.safetensors").unlink()
-    cfg = run / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"base_model": str(three_ckpts.base_model), "output_dir": str(run / "out"),
-                                   "adapter": "lora"}))
-    assert_fails_cleanly(cfg, tmp_path / "m", "no adapter_model.safetensors")
+    run = copy_run(three_ckpts, tmp_path / "run")
+    (run.output_dir / "checkpoint-4" / "adapter_model.safetensors").unlink()
+    assert_fails_cleanly(run.config, tmp_path / "m", "no adapter_model.safetensors")
 
 
 def test_error_architecture_mismatch(three_ckpts, tmp_path):
