@@ -1,6 +1,8 @@
-"""Run model-written code in isolation and judge the circuit it builds (threat model: docs/sandbox.md).
+"""Run model-written code in isolation: the one runner behind every judge (threat model: docs/sandbox.md).
 
-Process layout (one fork server per scoring session, started by evaluation.scoring):
+A job's kind names the module that judges it (JOB_KINDS: the circuit judge, evaluation.circuit_judge).
+`run_jobs` starts the fork server and streams jobs through it. Process layout (one fork server per
+scoring session):
 
   parent (CLI / library; may hold API keys)
     └─ fork server: `python -m evaluation.sandbox` exec'd with a scrubbed environment; imports qiskit
@@ -9,19 +11,19 @@ Process layout (one fork server per scoring session, started by evaluation.scori
             namespaces; mounts a size-capped tmpfs as the reply's working directory.   [trusted]
               └─ G, PID 1 of the new PID namespace: drops to a per-slot uid, Landlock (writes only
                  in its directory, no TCP), rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), empty
-                 environment, stdout/stderr to files in its directory; execs the reply, finds the
-                 QuantumCircuit and sends it back as QPY (base64 in one JSON line, size-capped).
+                 environment, stdout/stderr to files in its directory; execs the reply; the job's
+                 kind collects what its judge needs (the circuit judge: the QuantumCircuit as QPY)
+                 and sends it back in one JSON line, size-capped.
                                                                        [hostile]
   I reads G's line with a wall-clock deadline, then SIGKILLs G (PID-namespace init: the kernel kills
-  every process G left behind), drops to the sandbox uid under Landlock and rlimits itself, parses
-  the untrusted QPY (qiskit's QPY >= 13 parser has no eval), verifies the circuit and runs the
-  barren-plateau check, and sends the numbers to the fork server as JSON. I never executes reply code,
+  every process G left behind), drops to the sandbox uid under Landlock and rlimits itself, and lets
+  the job's kind judge G's line (the circuit judge parses the untrusted QPY, verifies the circuit and
+  runs the barren-plateau check); the numbers go to the fork server as JSON. I never executes reply code,
   so a reply cannot tamper with the judge that measures it; the parent only ever parses capped JSON.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
@@ -29,15 +31,16 @@ import os
 import select
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from evaluation import isolation
-from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD, MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,24 @@ class Isolation:
     landlock_abi: int = 0
     pids_cgroup: bool = False
     warnings: list[str] = field(default_factory=list)
+
+
+# A job's "kind" names the module that judges it. Each module provides
+#   preload()                          imports done once in the fork server (inherited by every fork);
+#   collect(namespace, job, header)    in G, after the code ran: adds what the judge needs to `header`
+#                                      (JSON-able; header["exec_error"] holds the code's own exception);
+#   judge(job, cfg, header, limits)    in I, locked down: the result fields, from the header alone;
+#   failed_run(job, error)             the result fields when G produced no usable header.
+JOB_KINDS = {"circuit": "evaluation.circuit_judge"}
+
+
+def job_kind(job: dict):
+    import importlib
+
+    kind = job.get("kind", "circuit")
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    return importlib.import_module(JOB_KINDS[kind])
 
 
 def scrubbed_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -120,9 +141,10 @@ def _readable_under(dirs: tuple[str, ...]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ reply (G)
 
-def _reply_process(code: str, workdir: str, uid: int | None, limits: SandboxLimits, result_fd: int,
-                   out_fd: int, err_fd: int, expected_qubits: int, base_vm: int, own_proc: bool) -> None:
-    """Runs in G. Never returns."""
+def _reply_process(job: dict, workdir: str, uid: int | None, limits: SandboxLimits, result_fd: int,
+                   out_fd: int, err_fd: int, base_vm: int, own_proc: bool) -> None:
+    """Runs in G: executes the job's code, lets its kind collect what the judge needs, and writes that
+    as one JSON line to result_fd. Never returns."""
     status = 1
     try:
         isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -159,12 +181,13 @@ def _reply_process(code: str, workdir: str, uid: int | None, limits: SandboxLimi
         header: dict[str, Any] = {"exec_error": None}
         namespace: dict[str, Any] = {"__name__": "__main__", "__file__": os.path.join(workdir, "reply.py")}
         try:
-            exec(compile(code, "reply.py", "exec", dont_inherit=True), namespace)
+            exec(compile(job["code"], "reply.py", "exec", dont_inherit=True), namespace)
         except SystemExit as exc:
             header["exit"] = str(exc.code)[:200]
         except BaseException as exc:  # noqa: BLE001 - anything the reply raises is its own failure
-            header["exec_error"] = _short_exc(exc)
-        _send_circuit(namespace, expected_qubits, header, result_fd)
+            header["exec_error"] = short_exc(exc)
+        job_kind(job).collect(namespace, job, header)
+        _write_all(result_fd, (json.dumps(header) + "\n").encode())
         status = 0
     except BaseException:  # noqa: BLE001
         try:
@@ -173,32 +196,6 @@ def _reply_process(code: str, workdir: str, uid: int | None, limits: SandboxLimi
             pass
     finally:
         os._exit(status)
-
-
-def _short_exc(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
-
-
-def _send_circuit(namespace: dict, expected_qubits: int, header: dict, result_fd: int) -> None:
-    from qiskit import qpy
-
-    from evaluation.verify import find_circuit
-
-    circuit, how = None, "not searched"
-    if header.get("exec_error") is None:
-        try:
-            circuit, how = find_circuit(namespace, expected_qubits)
-        except BaseException as exc:  # noqa: BLE001
-            header["exec_error"] = _short_exc(exc)
-    header["found_by"] = how
-    if circuit is not None:
-        buf = io.BytesIO()
-        try:
-            qpy.dump(circuit, buf)
-            header["qpy"] = base64.b64encode(buf.getvalue()).decode()
-        except BaseException as exc:  # noqa: BLE001
-            header["exec_error"] = "circuit could not be serialised: " + _short_exc(exc)
-    _write_all(result_fd, (json.dumps(header) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------- supervisor (I)
@@ -300,7 +297,7 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            _reply_process(job["code"], workdir, uid, limits, w, files[0], files[1], int(job["num_qubits"]), base_vm,
+            _reply_process(job, workdir, uid, limits, w, files[0], files[1], base_vm,
                            own_proc=pid_ns and iso.mount_namespace)
         os.close(w)
         os.write(out_fd, f"G {pid}\n".encode())
@@ -321,11 +318,35 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
                              cpu_s=int(limits.judge_timeout_s), fsize=0, nofile=None, nproc=None)
         if os.geteuid() == 0:
             isolation.drop_capabilities()
-        result.update(_judge(job, cfg, line, problem, wstatus, limits))
+        header = _read_header(line, problem, wstatus, limits)
+        if "error" in header:
+            result.update(job_kind(job).failed_run(job, header["error"]))
+        else:
+            result.update(job_kind(job).judge(job, cfg, header, limits))
     except BaseException as exc:  # noqa: BLE001
-        result.update({"error": "sandbox failure: " + _short_exc(exc), "verification_pass": False})
+        result.update(job_kind(job).failed_run(job, "sandbox failure: " + short_exc(exc)))
     _write_all(out_fd, (json.dumps(result) + "\n").encode())
     os._exit(0)
+
+
+def short_exc(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _read_header(line: bytes | None, problem: str | None, wstatus: int, limits: SandboxLimits) -> dict:
+    """G's result line as a dict, or {"error": why there is none} (timeout, too large, died, malformed)."""
+    if line is None:
+        reason = {"timeout": f"timed out after {limits.timeout_s:g} s",
+                  "too_large": f"result larger than {limits.result_bytes} bytes",
+                  "eof": f"reply process died without a result ({_describe_exit(wstatus)})"}[problem]
+        return {"error": reason}
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or "error" in header:
+        return {"error": "malformed result from the reply process"}
+    return header
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -339,70 +360,6 @@ def _describe_exit(wstatus: int) -> str:
         sig = os.WTERMSIG(wstatus)
         return f"killed by {signal.Signals(sig).name}" if sig in signal.Signals._value2member_map_ else f"signal {sig}"
     return f"exit status {os.WEXITSTATUS(wstatus)}"
-
-
-def _judge(job: dict, cfg: dict, line: bytes | None, problem: str | None, wstatus: int,
-           limits: SandboxLimits) -> dict:
-    from qiskit import qpy
-
-    from evaluation import barren, simulator
-    from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
-    from evaluation.verify import verify_circuit
-
-    out: dict[str, Any] = {"verification_pass": False, "bp_free": None}
-    if line is None:
-        reason = {"timeout": f"timed out after {limits.timeout_s:g} s",
-                  "too_large": f"result larger than {limits.result_bytes} bytes",
-                  "eof": f"reply process died without a result ({_describe_exit(wstatus)})"}[problem]
-        out["error"] = reason
-        return out
-    try:
-        header = json.loads(line)
-        if not isinstance(header, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        out["error"] = "malformed result from the reply process"
-        return out
-    if header.get("exit") is not None:
-        out["sys_exit"] = str(header["exit"])[:200]
-    if header.get("exec_error"):
-        out["error"] = str(header["exec_error"])[:300]
-        return out
-    out["found_by"] = str(header.get("found_by"))[:100]
-    payload = header.get("qpy")
-    if not isinstance(payload, str):
-        out["error"] = "no QuantumCircuit found"
-        return out
-    try:
-        circuits = qpy.load(io.BytesIO(base64.b64decode(payload, validate=True)))
-        circuit = circuits[0]
-    except Exception as exc:  # noqa: BLE001
-        out["error"] = "invalid QPY from the reply process: " + _short_exc(exc)
-        return out
-    n = int(job["num_qubits"])
-    try:
-        ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", MAX_DEPTH))
-    except Exception as exc:  # noqa: BLE001
-        out["error"] = "verification failed: " + _short_exc(exc)
-        return out
-    out.update(asdict(ver))
-    if not ver.verification_pass:
-        return out
-    key = job["hamiltonian"]
-    try:
-        hmat = sparse_matrix(key, n)
-        prog = simulator.compile_circuit(flat)  # once, for the BP check and the VQE
-        bp = barren.detect_barren_plateau(prog, hmat, num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
-                                          threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD),
-                                          seed=cfg.get("seed", 0))
-        out.update(bp_free=not bp.has_barren_plateau, bp_variance=bp.bp_variance,
-                   bp_max_variance=bp.max_variance, bp_dead_parameters=bp.dead_parameters)
-        if job.get("vqe"):
-            vq = barren.run_vqe(prog, hmat, get_hamiltonian(key, n).ground_energy)
-            out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
-    except Exception as exc:  # noqa: BLE001
-        out["error"] = "barren-plateau check failed: " + _short_exc(exc)
-    return out
 
 
 # ---------------------------------------------------------------------------------- fork server
@@ -492,19 +449,12 @@ class _Running:
 
 
 def serve(cfg: dict, inp=None, out=None) -> None:
-    """JSON lines in (one job each: id, code, num_qubits, hamiltonian, constraint, vqe), JSON lines out."""
-    from evaluation import barren, simulator  # noqa: F401 - imported once here, inherited by every fork
-    from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
-    from evaluation.prompts import HAMILTONIANS, QUBIT_COUNTS
-    import qiskit.qpy  # noqa: F401
-    from qiskit.circuit.library import efficient_su2  # noqa: F401
-
+    """JSON lines in (one job each: id, kind (default "circuit"), code, and the kind's own fields),
+    JSON lines out (id + the kind's result fields)."""
+    for kind in cfg.get("kinds") or list(JOB_KINDS):
+        job_kind({"kind": kind}).preload()
     inp = inp or sys.stdin.buffer
     out = out or sys.stdout.buffer
-    for key in HAMILTONIANS:
-        for n in QUBIT_COUNTS:
-            get_hamiltonian(key, n)
-            sparse_matrix(key, n)
     iso = probe_isolation()
     workers = max(1, int(cfg.get("workers") or 1))
     limits = SandboxLimits(**cfg["limits"])
@@ -646,10 +596,83 @@ def _finish(r: _Running, out, forced_error: str | None) -> None:
         if not isinstance(result, dict):
             forced_error = "judge process died without a result"
     if forced_error:
-        result = {"verification_pass": False, "bp_free": None, "error": forced_error}
+        result = job_kind(r.job).failed_run(r.job, forced_error)
     result["id"] = r.job["id"]
     out.write((json.dumps(result) + "\n").encode())
     out.flush()
+
+
+# ---------------------------------------------------------------------------------- client side
+
+class SandboxError(RuntimeError):
+    """The fork server itself failed (not a reply): scoring cannot be trusted."""
+
+
+def run_jobs(jobs: list[dict], cfg: dict, *, progress: bool = False, desc: str = "scoring",
+             info: dict | None = None) -> Iterator[tuple[int, dict]]:
+    """Start a fork server with `cfg` (workers, limits, the kinds' settings), feed it `jobs` (each with
+    an int `id`), yield (id, result) as results arrive. `info`, if given, receives the isolation report."""
+    # The server imports this very checkout of the package, whatever the interpreter's install points at.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation.sandbox", json.dumps(cfg)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env({"PYTHONPATH": here}),
+                            cwd="/", start_new_session=True)
+    bar = None
+    try:
+        ready = proc.stdout.readline()
+        if not ready:
+            raise SandboxError(f"sandbox server exited with status {proc.wait()} before it was ready")
+        hello = json.loads(ready)
+        for w in hello["isolation"].get("warnings", []):
+            log.warning("sandbox: %s", w)
+        if info is not None:
+            info.update(hello["isolation"])
+
+        def feed() -> None:
+            try:
+                for job in jobs:
+                    proc.stdin.write((json.dumps(job) + "\n").encode())
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc=desc, unit="job")
+        seen = 0
+        while seen < len(jobs):
+            line = proc.stdout.readline()
+            if not line:
+                raise SandboxError(f"sandbox server died after {seen}/{len(jobs)} jobs (status {proc.wait()})")
+            out = json.loads(line)
+            seen += 1
+            if bar:
+                bar.update(1)
+            yield int(out.pop("id")), out
+    except BaseException:
+        # Ctrl-C or a broken server: stop now (its forks die with it through PR_SET_PDEATHSIG).
+        if proc.poll() is None:
+            proc.terminate()  # the server kills its running sandboxes and removes its dirs/cgroups
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
 
 
 def main() -> None:

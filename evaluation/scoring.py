@@ -1,25 +1,21 @@
 """Score replies: extract code, syntax check, then sandboxed execution + verification + BP check.
 
-The heavy lifting happens in a fork server (`python -m evaluation.sandbox`) started with a scrubbed
+The heavy lifting happens in the sandbox runner's fork server (evaluation.sandbox.run_jobs) started with a scrubbed
 environment, so neither reply code nor the judge ever shares memory with this process (which may
 hold an API key).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
-import threading
 from dataclasses import asdict
 from typing import Any, Iterable
 
 from evaluation.defaults import BP_NUM_SAMPLES, MAX_DEPTH
 from evaluation.extract import extract_code, syntax_ok  # syntax_ok re-exported: defined once, in extract
 from evaluation.prompts import HAMILTONIANS
-from evaluation.sandbox import SandboxLimits, scrubbed_env
+from evaluation.sandbox import SandboxLimits, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +28,6 @@ _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energ
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
-
-
-class SandboxError(RuntimeError):
-    """The fork server itself failed (not a reply): scoring cannot be trusted."""
 
 
 def _base_result(record: dict) -> dict[str, Any]:
@@ -79,7 +71,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         ok, err = syntax_ok(code)
         res["syntax_valid"] = ok
         if ok:
-            jobs.append({"id": i, "code": code, "num_qubits": int(rec["num_qubits"]),
+            jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
                          "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
         else:
             res["error"] = err
@@ -90,7 +82,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
                                "seed": seed, "max_depth": max_depth}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
-        for job_id, out in _run_jobs(jobs, cfg, progress, info):
+        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
             res = results[job_id]
             for k in RESULT_FIELDS + _EXTRA_FIELDS:
                 if k in out and k != "code":
@@ -98,65 +90,3 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
             if not res.get("verification_pass"):
                 res["bp_free"] = None
     return results
-
-
-def _run_jobs(jobs: list[dict], cfg: dict, progress: bool, info: dict | None):
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation.sandbox", json.dumps(cfg)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env(),
-                            cwd="/", start_new_session=True)
-    bar = None
-    try:
-        ready = proc.stdout.readline()
-        if not ready:
-            raise SandboxError(f"sandbox server exited with status {proc.wait()} before it was ready")
-        hello = json.loads(ready)
-        for w in hello["isolation"].get("warnings", []):
-            log.warning("sandbox: %s", w)
-        if info is not None:
-            info.update(hello["isolation"])
-
-        def feed() -> None:
-            try:
-                for job in jobs:
-                    proc.stdin.write((json.dumps(job) + "\n").encode())
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-
-        threading.Thread(target=feed, daemon=True).start()
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(jobs), desc="scoring", unit="reply")
-        seen = 0
-        while seen < len(jobs):
-            line = proc.stdout.readline()
-            if not line:
-                raise SandboxError(f"sandbox server died after {seen}/{len(jobs)} replies (status {proc.wait()})")
-            out = json.loads(line)
-            seen += 1
-            if bar:
-                bar.update(1)
-            yield int(out.pop("id")), out
-    except BaseException:
-        # Ctrl-C or a broken server: stop now (its forks die with it through PR_SET_PDEATHSIG).
-        if proc.poll() is None:
-            proc.terminate()  # the server kills its running sandboxes and removes its dirs/cgroups
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        raise
-    finally:
-        if bar:
-            bar.close()
-        if proc.poll() is None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        proc.wait()
