@@ -615,7 +615,8 @@ def run_jobs(jobs: list[dict], cfg: dict, *, progress: bool = False, desc: str =
     # The server imports this very checkout of the package, whatever the interpreter's install points at.
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen([sys.executable, "-m", "evaluation.sandbox", json.dumps(cfg)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env({"PYTHONPATH": here}),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scrubbed_env({"PYTHONPATH": os.pathsep.join(
+                                [here, *filter(None, [os.environ.get("PYTHONPATH")])])}),
                             cwd="/", start_new_session=True)
     bar = None
     try:
