@@ -54,8 +54,8 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
 
 
-def failed_run(job: dict, error: str) -> dict:
-    return {"verification_pass": False, "bp_free": None, "error": error}
+def failed_run(job: dict, error: str, failure: str) -> dict:
+    return {"verification_pass": False, "bp_free": None, "error": error, "failure": failure}
 
 
 def judge(job: dict, cfg: dict, header: dict, limits) -> dict:

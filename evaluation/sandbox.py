@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 from evaluation import isolation
+from evaluation.failures import JUDGE_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,10 @@ class Isolation:
 #   collect(namespace, job, header)    in G, after the code ran: adds what the judge needs to `header`
 #                                      (JSON-able; header["exec_error"] holds the code's own exception);
 #   judge(job, cfg, header, limits)    in I, locked down: the result fields, from the header alone;
-#   failed_run(job, error)             the result fields when G produced no usable header.
+#   failed_run(job, error, failure)    the result fields when there is no verdict from judge():
+#                                      `failure` is the reply's own ("timeout", "resource_limit",
+#                                      "runtime_error": evaluation.failures) or JUDGE_ERROR (the
+#                                      runner or judge broke: no verdict on the reply, never a score).
 JOB_KINDS = {"circuit": "evaluation.circuit_judge"}
 
 
@@ -320,11 +324,11 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
             isolation.drop_capabilities()
         header = _read_header(line, problem, wstatus, limits)
         if "error" in header:
-            result.update(job_kind(job).failed_run(job, header["error"]))
+            result.update(job_kind(job).failed_run(job, header["error"], header["failure"]))
         else:
             result.update(job_kind(job).judge(job, cfg, header, limits))
     except BaseException as exc:  # noqa: BLE001
-        result.update(job_kind(job).failed_run(job, "sandbox failure: " + short_exc(exc)))
+        result.update(job_kind(job).failed_run(job, "sandbox failure: " + short_exc(exc), JUDGE_ERROR))
     _write_all(out_fd, (json.dumps(result) + "\n").encode())
     os._exit(0)
 
@@ -334,18 +338,22 @@ def short_exc(exc: BaseException) -> str:
 
 
 def _read_header(line: bytes | None, problem: str | None, wstatus: int, limits: SandboxLimits) -> dict:
-    """G's result line as a dict, or {"error": why there is none} (timeout, too large, died, malformed)."""
+    """G's result line as a dict, or {"error": why there is none, "failure": its kind} (timeout, too
+    large, died, malformed: all the reply's doing, since G runs nothing but the reply and its kind)."""
     if line is None:
-        reason = {"timeout": f"timed out after {limits.timeout_s:g} s",
-                  "too_large": f"result larger than {limits.result_bytes} bytes",
-                  "eof": f"reply process died without a result ({_describe_exit(wstatus)})"}[problem]
-        return {"error": reason}
+        if problem == "timeout":
+            return {"error": f"timed out after {limits.timeout_s:g} s", "failure": "timeout"}
+        if problem == "too_large":
+            return {"error": f"result larger than {limits.result_bytes} bytes", "failure": "resource_limit"}
+        killed = os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGKILL, signal.SIGXCPU, signal.SIGXFSZ)
+        return {"error": f"reply process died without a result ({_describe_exit(wstatus)})",
+                "failure": "resource_limit" if killed else "runtime_error"}
     try:
         header = json.loads(line)
     except ValueError:
         header = None
-    if not isinstance(header, dict) or "error" in header:
-        return {"error": "malformed result from the reply process"}
+    if not isinstance(header, dict) or "error" in header or "failure" in header:
+        return {"error": "malformed result from the reply process", "failure": "runtime_error"}
     return header
 
 
@@ -596,7 +604,7 @@ def _finish(r: _Running, out, forced_error: str | None) -> None:
         if not isinstance(result, dict):
             forced_error = "judge process died without a result"
     if forced_error:
-        result = job_kind(r.job).failed_run(r.job, forced_error)
+        result = job_kind(r.job).failed_run(r.job, forced_error, JUDGE_ERROR)
     result["id"] = r.job["id"]
     out.write((json.dumps(result) + "\n").encode())
     out.flush()
