@@ -58,12 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, required=True, help="output directory")
     _add_scoring_flags(score)
 
-    comp = sub.add_parser("compare", help="base vs fine-tuned side by side",
-                          description="Compare two evaluated directories (A = base, B = fine-tuned). "
-                                      "Exit 0 iff B verifies more circuits than A (the seed's comparison).")
+    comp = sub.add_parser("compare", help="base vs fine-tuned side by side, with paired statistics",
+                          description="Compare two evaluated directories (A = base, B = fine-tuned): two circuit "
+                                      "runs (run/score) or two HumanEval runs (humaneval_log.yaml). Rates with 95 %% "
+                                      "Wilson intervals and the exact McNemar test on replies paired by id; for "
+                                      "HumanEval, per-task pass@1 paired by task_id with a bootstrap interval. "
+                                      "Exit 0 iff B verifies more circuits than A (HumanEval: higher pass@1), "
+                                      "1 otherwise, 2 on bad input.")
     comp.add_argument("dir_a", type=Path, metavar="DIR_A", help="base model's output directory")
     comp.add_argument("dir_b", type=Path, metavar="DIR_B", help="fine-tuned model's output directory")
     comp.add_argument("--out", type=Path, required=True, help="output directory for report.md, comparison.png, comparison.yaml")
+    comp.add_argument("--require-significant", action="store_true",
+                      help="exit 0 only when B is better and the paired test says so too (p < 0.05)")
     return ap
 
 
@@ -123,7 +129,7 @@ def _safe_dirname(model: str) -> str:
 def _cmd_run(args) -> int:
     from evaluation.client import EndpointError, collect, preflight, read_replies
     from evaluation.prompts import build_prompts
-    from evaluation.report import write_comparison
+    from evaluation.comparison import format_comparison, write_comparison
 
     if args.num_tests < 1 or args.concurrency < 1 or args.max_tokens < 1:
         print("error: --num-tests, --concurrency and --max-tokens must be >= 1", file=sys.stderr)
@@ -161,23 +167,22 @@ def _cmd_run(args) -> int:
         summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))
     if len(dirs) == 2:
         comp = write_comparison(dirs[0], dirs[1], args.out / "comparison", labels=tuple(args.model))
-        print(f"comparison: verification {comp['metrics']['verification_rate']['change']:+.1f} points "
-              f"({args.model[1]} vs {args.model[0]}); {args.out / 'comparison'}")
+        print(f"comparison (A = {args.model[0]}, B = {args.model[1]}):\n{format_comparison(comp)}\n"
+              f"written to {args.out / 'comparison'}")
     return EXIT_OK if all(s["passed"] for s in summaries) else EXIT_TARGETS_MISSED
 
 
 def _cmd_compare(args) -> int:
-    from evaluation.report import write_comparison
+    from evaluation.comparison import b_wins, format_comparison, write_comparison
 
     try:
         comp = write_comparison(args.dir_a, args.dir_b, args.out)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    for k, m in comp["metrics"].items():
-        print(f"{k:<18} A {m['a']:6.1f}  B {m['b']:6.1f}  ({m['change']:+.1f})")
+    print(format_comparison(comp))
     print(f"written to {args.out}")
-    return EXIT_OK if comp["b_better_verification"] else EXIT_TARGETS_MISSED
+    return EXIT_OK if b_wins(comp, require_significant=args.require_significant) else EXIT_TARGETS_MISSED
 
 
 def main(argv: list[str] | None = None) -> int:

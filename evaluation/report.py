@@ -172,29 +172,3 @@ def load_run(run_dir: Path) -> dict:
     if not isinstance(data, dict) or "verification_rate" not in data:
         raise ValueError(f"{log_path} is not a validation log")
     return data
-
-
-def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str, str] | None = None) -> dict:
-    """Base (A) vs fine-tuned (B): table, plot, comparison.yaml. Improvement = B - A in points."""
-    a, b = load_run(a_dir), load_run(b_dir)
-    la, lb = labels or (a.get("model") or a_dir.name, b.get("model") or b_dir.name)
-    if la == lb:
-        la, lb = f"A: {la}", f"B: {lb}"
-    th = Thresholds(**(b.get("thresholds") or {}))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_rates(out_dir / "comparison.png", {la: a, lb: b}, th, "base vs fine-tuned")
-    rows = [["metric", la, lb, "change (points)"]]
-    comp: dict[str, Any] = {"a": {"dir": str(a_dir), "model": a.get("model")},
-                            "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {}}
-    for mk, _, name in METRICS + (("constraint_rate", None, "Constraint satisfied"),):
-        va, vb = float(a.get(mk, 0.0)), float(b.get(mk, 0.0))
-        rows.append([name, f"{va:.1f}", f"{vb:.1f}", f"{vb - va:+.1f}"])
-        comp["metrics"][mk] = {"a": va, "b": vb, "change": round(vb - va, 2)}
-    rows.append(["passed", str(a.get("passed")), str(b.get("passed")), ""])
-    comp["b_better_verification"] = comp["metrics"]["verification_rate"]["change"] > 0
-    (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
-    (out_dir / "report.md").write_text(
-        f"# Comparison\n\nA: `{a_dir}` ({a.get('num_tests')} replies)  \nB: `{b_dir}` ({b.get('num_tests')} replies)\n\n"
-        f"{_table(rows)}\n![comparison](comparison.png)\n\n"
-        f"B {'beats' if comp['b_better_verification'] else 'does not beat'} A on verified circuits.\n")
-    return comp

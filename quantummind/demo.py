@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from evaluation.comparison import format_comparison
 from evaluation.report import METRICS, Thresholds, load_run
 from quantummind.paths import REPO_ROOT, offline_env
 from quantummind.serving import BackgroundServer, start_background_server
@@ -47,6 +48,7 @@ class DemoResult:
     plots: list[Path]
     seconds: float
     step_seconds: dict[str, float] = field(default_factory=dict)
+    comparison: dict | None = None  # comparison.yaml of the compare step (intervals, paired test)
 
 
 class Pipeline:
@@ -152,7 +154,8 @@ def run_demo(s: DemoSettings) -> DemoResult:
         p.stop_servers()
     rates = {"base": read_rates(run / "eval" / "base"), "fine-tuned": read_rates(run / "eval" / "finetuned")}
     plots = sorted((run / "compare").glob("*.png"))
-    return DemoResult(rates, plots, time.monotonic() - t_start, p.step_seconds)
+    comparison = yaml.safe_load((run / "compare" / "comparison.yaml").read_text())
+    return DemoResult(rates, plots, time.monotonic() - t_start, p.step_seconds, comparison)
 
 
 def print_summary(result: DemoResult, run_dir: Path) -> None:
@@ -163,6 +166,10 @@ def print_summary(result: DemoResult, run_dir: Path) -> None:
         target = f"> {getattr(thresholds, field_name):g} %"
         print(f"{key:<22}{result.rates['base'][key]:>11.1f}%{result.rates['fine-tuned'][key]:>13.1f}%{target:>12}")
     print("=" * 64)
+    if result.comparison:
+        print("base (A) vs fine-tuned (B), 95 % Wilson intervals and the exact McNemar test on paired prompts:")
+        print(format_comparison(result.comparison))
+        print("=" * 64)
     print("plots:   " + ("\n         ".join(str(p) for p in result.plots) or "(none)"))
     print(f"reports: {run_dir / 'compare' / 'report.md'}")
     print(f"total:   {result.seconds / 60:.1f} min  (" +

@@ -1,0 +1,372 @@
+"""Base (A) vs fine-tuned (B): comparison.yaml, report.md and comparison.png, with paired statistics.
+
+Two kinds of output directory are compared:
+- circuit evaluations (`validation_log.yaml` + `results.jsonl` from `run`/`score`): for each of syntax_rate,
+  verification_rate and bp_free_rate the Wilson 95 % interval of each rate and the exact McNemar test on the
+  replies paired by `id`;
+- HumanEval runs (`humaneval_log.yaml` + `results.jsonl` with task_id, sample, passed, failure): pass@k and
+  pass@1 by difficulty side by side, and per-task pass@1 (the mean over samples) paired by task_id, with a
+  seeded paired bootstrap interval and a sign-flip permutation p-value for the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from evaluation import stats
+from evaluation.report import METRICS, Thresholds, _plt, _table, load_run
+
+HUMANEVAL_LOG = "humaneval_log.yaml"
+BOOTSTRAP_SEED = 0
+
+# How each circuit metric is decided for one reply (the same rule as the rates in validation_log.yaml).
+OUTCOMES: dict[str, Callable[[dict], bool]] = {
+    "syntax_rate": lambda r: bool(r.get("syntax_valid")),
+    "verification_rate": lambda r: bool(r.get("verification_pass")),
+    "bp_free_rate": lambda r: r.get("bp_free") is True,
+}
+# "B <verb> 9 more of 45 prompts"
+VERBS = {"syntax_rate": "writes valid syntax for", "verification_rate": "verifies",
+         "bp_free_rate": "builds a BP-free circuit for"}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (the comparison pairs replies by id from it)")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
+    return rows
+
+
+def is_humaneval_dir(path: Path) -> bool:
+    return (path / HUMANEVAL_LOG).is_file()
+
+
+def _r(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), nd)
+
+
+def _ci(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [_r(ci[0]), _r(ci[1])]
+
+
+def fmt_p(p: float) -> str:
+    """Two significant digits, three near 0.05 so the text never reads 'p = 0.05' for a significant result."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3g}" if f"{p:.2g}" == "0.05" else f"p = {p:.2g}"
+
+
+def _labels(a: dict, b: dict, a_dir: Path, b_dir: Path, labels: tuple[str, str] | None) -> tuple[str, str]:
+    la, lb = labels or (a.get("model") or a_dir.name, b.get("model") or b_dir.name)
+    return (f"A: {la}", f"B: {lb}") if la == lb else (str(la), str(lb))
+
+
+# ----------------------------------------------------------------------------------------------- circuits
+
+def _outcomes_by_id(results: list[dict], path: Path) -> dict[str, dict[str, bool]]:
+    """metric -> {id: success}; duplicate ids would make the pairing ambiguous, so they are refused."""
+    ids = [str(r.get("id")) for r in results]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate ids, cannot pair replies")
+    return {mk: {str(r.get("id")): fn(r) for r in results} for mk, fn in OUTCOMES.items()}
+
+
+def metric_stats(a: dict[str, bool], b: dict[str, bool]) -> dict[str, Any]:
+    """Wilson intervals of both rates (all replies of each run), McNemar on the ids both runs have."""
+    paired = stats.pair_outcomes(a, b)
+    return {"a_ci95": _ci(stats.wilson_interval(sum(a.values()), len(a))),
+            "b_ci95": _ci(stats.wilson_interval(sum(b.values()), len(b))),
+            "paired": paired.to_dict(), "significant": paired.significant,
+            "prompts_needed": stats.sample_size_for(paired)}
+
+
+def metric_sentence(mk: str, m: dict) -> str:
+    """'B verifies 9 more of 45 prompts than A (...); p = 0.02; unlikely to be chance.' plus the sample size."""
+    pr = m["paired"]
+    net, n = pr["b_only"] - pr["a_only"], pr["n"]
+    detail = f"B only {pr['b_only']}, A only {pr['a_only']}, both {pr['both']}, neither {pr['neither']}"
+    if net == 0:
+        head = f"B {VERBS[mk]} as many of the {n} paired prompts as A ({detail})"
+    else:
+        head = f"B {VERBS[mk]} {abs(net)} {'more' if net > 0 else 'fewer'} of {n} prompts than A ({detail})"
+    verdict = ("no difference" if net == 0 else "unlikely to be chance" if m["significant"] else "could be chance")
+    text = f"{head}; {fmt_p(pr['p_value'])} (exact McNemar); {verdict}."
+    need = m.get("prompts_needed")
+    if need is not None:
+        text += (f" Detecting a difference of this size reliably (80 % power, alpha = 0.05) takes about {need}"
+                 f" paired prompts; this comparison has {n}.")
+    return text
+
+
+def plot_comparison(path: Path, comp: dict, labels: tuple[str, str], thresholds: Thresholds) -> Path:
+    """Grouped bars per metric with the Wilson 95 % intervals as error bars; dashed lines: the targets."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.38
+    for j, (side, label) in enumerate(zip("ab", labels)):
+        xs = [i + (j - 0.5) * width for i in range(len(METRICS))]
+        vals = [comp["metrics"][mk][side] for mk, _, _ in METRICS]
+        cis = [comp["metrics"][mk][f"{side}_ci95"] or [v, v] for (mk, _, _), v in zip(METRICS, vals)]
+        yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
+        bars = ax.bar(xs, vals, width, yerr=yerr, capsize=4, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center")
+    for i, (mk, tk, _) in enumerate(METRICS):
+        ax.hlines(getattr(thresholds, tk), i - 0.45, i + 0.45, colors="k", linestyles="dashed")
+        p = comp["metrics"][mk]["paired"]["p_value"]
+        ax.annotate(fmt_p(p), (i, 108), ha="center", fontsize=8)
+    ax.set_xticks(range(len(METRICS)), [name for _, _, name in METRICS])
+    ax.set_ylim(0, 115)
+    ax.set_ylabel("% of replies (bars: 95 % Wilson; dashed: target)")
+    ax.set_title("base vs fine-tuned (paired, exact McNemar)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str, str] | None) -> dict:
+    a, b = load_run(a_dir), load_run(b_dir)
+    res_a, res_b = _read_jsonl(a_dir / "results.jsonl"), _read_jsonl(b_dir / "results.jsonl")
+    oa, ob = _outcomes_by_id(res_a, a_dir / "results.jsonl"), _outcomes_by_id(res_b, b_dir / "results.jsonl")
+    la, lb = _labels(a, b, a_dir, b_dir, labels)
+    th = Thresholds(**(b.get("thresholds") or {}))
+    comp: dict[str, Any] = {"kind": "circuits", "a": {"dir": str(a_dir), "model": a.get("model")},
+                            "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {}}
+    rows = [["metric", f"{la} (95 % CI)", f"{lb} (95 % CI)", "change (points)", "paired p", "significant"]]
+    for mk, _, name in METRICS:
+        va, vb = float(a.get(mk, 0.0)), float(b.get(mk, 0.0))
+        m = {"a": va, "b": vb, "change": round(vb - va, 2)} | metric_stats(oa[mk], ob[mk])
+        comp["metrics"][mk] = m
+        rows.append([name, f"{va:.1f} [{_span(m['a_ci95'])}]", f"{vb:.1f} [{_span(m['b_ci95'])}]",
+                     f"{vb - va:+.1f}", fmt_p(m["paired"]["p_value"]).removeprefix("p = "),
+                     "yes" if m["significant"] else "no"])
+    va, vb = float(a.get("constraint_rate", 0.0)), float(b.get("constraint_rate", 0.0))
+    comp["metrics"]["constraint_rate"] = {"a": va, "b": vb, "change": round(vb - va, 2)}
+    rows.append(["Constraint satisfied", f"{va:.1f}", f"{vb:.1f}", f"{vb - va:+.1f}", "", ""])
+    rows.append(["passed", str(a.get("passed")), str(b.get("passed")), "", "", ""])
+    ver = comp["metrics"]["verification_rate"]
+    comp["b_better_verification"] = ver["change"] > 0
+    comp["b_better"] = comp["b_better_verification"]
+    comp["significant"] = ver["significant"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_comparison(out_dir / "comparison.png", comp, (la, lb), th)
+    (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
+    words = "\n".join(f"- **{name}**: {metric_sentence(mk, comp['metrics'][mk])}" for mk, _, name in METRICS)
+    verdict = ("beats A on verified circuits, and the difference is unlikely to be chance"
+               if comp["b_better"] and comp["significant"] else
+               "verifies more circuits than A, but the difference could be chance" if comp["b_better"] else
+               "does not beat A on verified circuits")
+    (out_dir / "report.md").write_text(
+        f"# Comparison\n\nA: `{a_dir}` ({a.get('num_tests')} replies)  \nB: `{b_dir}` ({b.get('num_tests')} replies)"
+        f"\n\n{_table(rows)}\n![comparison](comparison.png)\n\n## Is the difference real?\n\n{words}\n\n"
+        f"B {verdict}.\n\n{METHOD_NOTE}\n")
+    return comp
+
+
+METHOD_NOTE = (
+    "How to read this: intervals are 95 % Wilson score intervals of each rate over all of that run's replies. "
+    "The test pairs the replies by prompt `id` (the same prompt, and with the same `--seed` the same sampling "
+    "seed) and applies the exact two-sided McNemar test: only prompts where exactly one model succeeds count, "
+    "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
+    "p < 0.05. The prompts needed come from Connor (1987, Biometrics 43:207-211) at the observed discordant "
+    "proportions, 80 % power, alpha = 0.05. See docs/evaluation.md.")
+
+
+def _span(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"{ci[0]:.1f}, {ci[1]:.1f}"
+
+
+# ---------------------------------------------------------------------------------------------- humaneval
+
+def load_humaneval(run_dir: Path) -> dict:
+    path = run_dir / HUMANEVAL_LOG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (run `python -m evaluation humaneval run` or `score` first)")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or "pass_at" not in data:
+        raise ValueError(f"{path} is not a humaneval log")
+    return data
+
+
+def per_task_pass_at_1(results: list[dict], path: Path) -> dict[str, float]:
+    """task_id -> mean of `passed` over its samples, in percent; tasks with an `excluded` sample are left out."""
+    by_task: dict[str, list[bool]] = {}
+    excluded: set[str] = set()
+    for r in results:
+        if "task_id" not in r or "passed" not in r:
+            raise ValueError(f"{path}: every row needs task_id and passed")
+        tid = str(r["task_id"])
+        if r.get("failure") == "excluded":
+            excluded.add(tid)
+        by_task.setdefault(tid, []).append(bool(r["passed"]))
+    return {t: 100.0 * sum(v) / len(v) for t, v in by_task.items() if t not in excluded}
+
+
+def _by_k(d: dict | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (d or {}).items() if v is not None}
+
+
+def _side_by_side(a: dict[str, float], b: dict[str, float]) -> dict[str, dict[str, float]]:
+    return {k: {"a": a[k], "b": b[k], "change": round(b[k] - a[k], 2)} for k in a if k in b}
+
+
+def _mean_ci(x: np.ndarray) -> list[float] | None:
+    if x.size == 0:
+        return None
+    if np.ptp(x) == 0:
+        return [_r(x[0]), _r(x[0])]
+    from scipy.stats import bootstrap
+
+    res = bootstrap((x,), np.mean, vectorized=True, method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return [_r(res.confidence_interval.low), _r(res.confidence_interval.high)]
+
+
+def humaneval_paired(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+    """Per-task pass@1 paired by task_id: mean difference, bootstrap 95 % interval, permutation p-value."""
+    tasks = sorted(a.keys() & b.keys())
+    if not tasks:
+        raise ValueError("the two humaneval runs have no task in common")
+    xa, xb = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
+    diff, lo, hi = stats.paired_bootstrap(xa, xb, seed=BOOTSTRAP_SEED)
+    p = stats.paired_permutation_p(xa, xb, seed=BOOTSTRAP_SEED)
+    return {"n": len(tasks), "a_pass_at_1": _r(float(xa.mean())), "b_pass_at_1": _r(float(xb.mean())),
+            "a_ci95": _mean_ci(xa), "b_ci95": _mean_ci(xb),
+            "difference": _r(diff), "difference_ci95": [_r(lo), _r(hi)], "p_value": p,
+            "b_better_tasks": int(np.sum(xb > xa)), "a_better_tasks": int(np.sum(xa > xb)),
+            "ties": int(np.sum(xa == xb)), "bootstrap_seed": BOOTSTRAP_SEED}
+
+
+def plot_humaneval(path: Path, comp: dict, labels: tuple[str, str]) -> Path:
+    plt = _plt()
+    groups = ["all"] + list(comp["by_difficulty"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.38
+    pr = comp["paired"]
+    for j, (side, label) in enumerate(zip("ab", labels)):
+        xs = [i + (j - 0.5) * width for i in range(len(groups))]
+        vals = [pr[f"{side}_pass_at_1"]] + [comp["by_difficulty"][g][side] for g in groups[1:]]
+        ci = pr[f"{side}_ci95"] or [vals[0], vals[0]]
+        bars = ax.bar(xs, vals, width, label=label)
+        ax.errorbar(xs[0], vals[0], yerr=[[max(0.0, vals[0] - ci[0])], [max(0.0, ci[1] - vals[0])]], fmt="none",
+                    ecolor="k", capsize=4)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center")
+    ax.set_xticks(range(len(groups)), [f"all (paired, {pr['n']} tasks)"] + groups[1:])
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("pass@1 % (bar: 95 % bootstrap)")
+    ax.set_title(f"HumanEval pass@1: difference {pr['difference']:+.1f} points, {fmt_p(pr['p_value'])}")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _compare_humaneval(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str, str] | None) -> dict:
+    a, b = load_humaneval(a_dir), load_humaneval(b_dir)
+    if a.get("variant") != b.get("variant"):
+        raise ValueError(f"A is the {a.get('variant')!r} variant and B the {b.get('variant')!r} one: "
+                         "compare runs of the same variant")
+    ta = per_task_pass_at_1(_read_jsonl(a_dir / "results.jsonl"), a_dir / "results.jsonl")
+    tb = per_task_pass_at_1(_read_jsonl(b_dir / "results.jsonl"), b_dir / "results.jsonl")
+    la, lb = _labels(a, b, a_dir, b_dir, labels)
+    by_diff = {g: _side_by_side(_by_k(v), _by_k((b.get("by_difficulty") or {}).get(g))).get("1")
+               for g, v in (a.get("by_difficulty") or {}).items()}
+    paired = humaneval_paired(ta, tb)
+    comp: dict[str, Any] = {
+        "kind": "humaneval", "variant": a.get("variant"),
+        "a": {"dir": str(a_dir), "model": a.get("model"), "num_tasks": a.get("num_tasks"),
+              "num_samples": a.get("num_samples")},
+        "b": {"dir": str(b_dir), "model": b.get("model"), "num_tasks": b.get("num_tasks"),
+              "num_samples": b.get("num_samples")},
+        "pass_at": _side_by_side(_by_k(a.get("pass_at")), _by_k(b.get("pass_at"))),
+        "by_difficulty": {g: v for g, v in by_diff.items() if v is not None},
+        "paired": paired, "significant": paired["p_value"] < stats.ALPHA, "b_better": paired["difference"] > 0,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_humaneval(out_dir / "comparison.png", comp, (la, lb))
+    (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
+    rows = [["", la, lb, "change (points)"]]
+    rows.append([f"pass@1, the {paired['n']} paired tasks (95 % CI)",
+                 f"{paired['a_pass_at_1']:.1f} [{_span(paired['a_ci95'])}]",
+                 f"{paired['b_pass_at_1']:.1f} [{_span(paired['b_ci95'])}]",
+                 f"{paired['difference']:+.1f} [{_span(paired['difference_ci95'])}]"])
+    rows += [[f"pass@{k} (each run's log)", f"{v['a']:.1f}", f"{v['b']:.1f}", f"{v['change']:+.1f}"]
+             for k, v in comp["pass_at"].items()]
+    rows += [[f"pass@1 {g}", f"{v['a']:.1f}", f"{v['b']:.1f}", f"{v['change']:+.1f}"]
+             for g, v in comp["by_difficulty"].items()]
+    (out_dir / "report.md").write_text(
+        f"# HumanEval comparison ({comp['variant']} variant)\n\nA: `{a_dir}`  \nB: `{b_dir}`\n\n{_table(rows)}\n"
+        f"![comparison](comparison.png)\n\n## Is the difference real?\n\n{humaneval_sentence(comp)}\n\n"
+        "How to read this: per task, pass@1 is the share of its samples that pass; tasks excluded in either run "
+        "are left out and the rest are paired by task_id. The interval is a paired bootstrap of the mean "
+        f"difference (scipy.stats.bootstrap, BCa, 9,999 resamples, seed {BOOTSTRAP_SEED}); p is a two-sided "
+        "sign-flip permutation test of the per-task differences; significant means p < 0.05.\n")
+    return comp
+
+
+def humaneval_sentence(comp: dict) -> str:
+    pr = comp["paired"]
+    lo, hi = pr["difference_ci95"]
+    verdict = ("no difference" if pr["difference"] == 0 else
+               "unlikely to be chance" if comp["significant"] else "could be chance")
+    return (f"On the {pr['n']} tasks both runs scored, B's pass@1 is {pr['difference']:+.1f} points "
+            f"(95 % CI {lo:+.1f} to {hi:+.1f}); B is better on {pr['b_better_tasks']} tasks, A on "
+            f"{pr['a_better_tasks']}, tied on {pr['ties']}; {fmt_p(pr['p_value'])}; {verdict}.")
+
+
+# ----------------------------------------------------------------------------------------------- entry
+
+def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str, str] | None = None) -> dict:
+    """Compare two evaluated directories (both circuit runs or both HumanEval runs); returns comparison.yaml's
+    content. Raises FileNotFoundError/ValueError on unusable input."""
+    a_dir, b_dir = Path(a_dir), Path(b_dir)
+    he_a, he_b = is_humaneval_dir(a_dir), is_humaneval_dir(b_dir)
+    if he_a != he_b:
+        raise ValueError(f"{a_dir if he_a else b_dir} is a humaneval run and {b_dir if he_a else a_dir} is not: "
+                         "compare two runs of the same kind")
+    if he_a:
+        return _compare_humaneval(a_dir, b_dir, out_dir, labels)
+    return _compare_circuits(a_dir, b_dir, out_dir, labels)
+
+
+def b_wins(comp: dict, require_significant: bool = False) -> bool:
+    """The exit-status rule: B better on the headline figure (verification / pass@1), and significant if asked."""
+    return bool(comp["b_better"]) and (bool(comp["significant"]) or not require_significant)
+
+
+def format_comparison(comp: dict) -> str:
+    """The comparison as a few terminal lines: rates with 95 % intervals, paired p-value, verdict."""
+    if comp["kind"] == "humaneval":
+        pr = comp["paired"]
+        lines = [f"humaneval ({comp['variant']}) pass@1 on {pr['n']} paired tasks: "
+                 f"A {pr['a_pass_at_1']:.1f} [{_span(pr['a_ci95'])}]  B {pr['b_pass_at_1']:.1f} "
+                 f"[{_span(pr['b_ci95'])}]"]
+        lines += [f"  pass@1 {g:<13} A {v['a']:6.1f}  B {v['b']:6.1f}  ({v['change']:+.1f})"
+                  for g, v in comp["by_difficulty"].items()]
+        lines.append("  " + humaneval_sentence(comp))
+        return "\n".join(lines)
+    lines = [f"{'metric':<18} {'A [95% CI]':<21}  {'B [95% CI]':<21} {'change':>7}  paired test (exact McNemar)"]
+    for mk, _, _ in METRICS:
+        m = comp["metrics"][mk]
+        pr = m["paired"]
+        ca, cb = f"[{_span(m['a_ci95'])}]", f"[{_span(m['b_ci95'])}]"
+        lines.append(f"{mk:<18} {m['a']:>6.1f} {ca:<14}  {m['b']:>6.1f} {cb:<14} "
+                     f"{m['change']:>+7.1f}  {fmt_p(pr['p_value'])}, n={pr['n']}, "
+                     f"B only {pr['b_only']} / A only {pr['a_only']}"
+                     f"{' (significant)' if m['significant'] else ''}")
+    lines.append("verification: " + metric_sentence("verification_rate", comp["metrics"]["verification_rate"]))
+    return "\n".join(lines)
