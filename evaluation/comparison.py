@@ -167,9 +167,9 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
     words = "\n".join(f"- **{name}**: {metric_sentence(mk, comp['metrics'][mk])}" for mk, _, name in METRICS)
     verdict = ("beats A on verified circuits, and the difference is unlikely to be chance"
-               if comp["b_better"] and comp["significant"] else
-               "verifies more circuits than A, but the difference could be chance" if comp["b_better"] else
-               "does not beat A on verified circuits")
+               if b_wins(comp, require_significant=True) else
+               "verifies more circuits than A, but the paired prompts do not show that this is more than chance"
+               if comp["b_better"] else "does not beat A on verified circuits")
     (out_dir / "report.md").write_text(
         f"# Comparison\n\nA: `{a_dir}` ({a.get('num_tests')} replies)  \nB: `{b_dir}` ({b.get('num_tests')} replies)"
         f"\n\n{_table(rows)}\n![comparison](comparison.png)\n\n## Is the difference real?\n\n{words}\n\n"
@@ -344,8 +344,19 @@ def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str,
 
 
 def b_wins(comp: dict, require_significant: bool = False) -> bool:
-    """The exit-status rule: B better on the headline figure (verification / pass@1), and significant if asked."""
-    return bool(comp["b_better"]) and (bool(comp["significant"]) or not require_significant)
+    """The exit-status rule: B better on the headline figure (verification / pass@1); if asked, also better on
+    the paired prompts and significantly so (a rate can rise while the paired prompts say the opposite, when
+    the two runs hold different ids)."""
+    if not comp["b_better"]:
+        return False
+    if not require_significant:
+        return True
+    if comp["kind"] == "humaneval":
+        paired_better = comp["paired"]["difference"] > 0
+    else:
+        pr = comp["metrics"]["verification_rate"]["paired"]
+        paired_better = pr["b_only"] > pr["a_only"]
+    return paired_better and bool(comp["significant"])
 
 
 def format_comparison(comp: dict) -> str:

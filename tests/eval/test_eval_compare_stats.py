@@ -201,6 +201,18 @@ def test_pairing_uses_only_ids_in_both_and_refuses_bad_input(tmp_path):
     assert p.returncode == 2 and "same kind" in p.stderr
 
 
+def test_require_significant_needs_b_better_on_the_paired_prompts_too(tmp_path):
+    # 20 shared prompts where A wins 12 to 0 (p < 0.001), but B's own 20 extra prompts all pass: B's rate is higher
+    a = {f"p{i}": i < 15 for i in range(20)} | {f"x{i}": False for i in range(20)}
+    b = {f"p{i}": i < 3 for i in range(20)} | {f"y{i}": True for i in range(20)}
+    da, db = circuit_run(tmp_path / "A", "base", a), circuit_run(tmp_path / "B", "tuned", b)
+    assert _compare(da, db, tmp_path / "c").returncode == 0  # the seed's rule: B's rate is higher (57.5 > 37.5)
+    comp = yaml.safe_load((tmp_path / "c" / "comparison.yaml").read_text())
+    pr = comp["metrics"]["verification_rate"]["paired"]
+    assert (pr["n"], pr["a_only"], pr["b_only"]) == (20, 12, 0) and comp["significant"] is True
+    assert _compare(da, db, tmp_path / "c", "--require-significant").returncode == 1
+
+
 def humaneval_run(path: Path, model: str, variant: str, samples: dict[str, list[bool]],
                   excluded: tuple[str, ...] = ()) -> Path:
     """A HumanEval output dir by hand, from issue 11's field contract."""
