@@ -220,7 +220,7 @@ def constraint_satisfied(constraint: str, flat: QuantumCircuit, depth: int,
 
 
 # Verification-level failure kinds (evaluation.failures.FAILURES), in the order they are tried.
-VERIFICATION_FAILURES = ("wrong_qubits", "too_deep", "no_parameters", "invalid_circuit")
+VERIFICATION_FAILURES = ("wrong_qubits", "invalid_circuit", "too_deep", "no_parameters")
 
 
 @dataclass

@@ -140,9 +140,13 @@ def test_score_exits_2_on_judge_errors_and_rates_are_unchanged(tmp_path):
     assert rows["j_bp"]["verification_pass"] is True and rows["j_bp"]["bp_status"] == "judge_error"
     report = (tmp_path / "o" / "report.md").read_text()
     assert "3 judge errors" in report and "- j_hang: judge timed out after 5 s" in report
-    # tolerated when asked: exit by the targets again
-    p = _cli("score", tmp_path / "r.jsonl", "--out", tmp_path / "o2", *flags, "--max-judge-errors", 3, env=env)
+    # tolerated when asked: exit by the targets again (without the hang, which costs a judge timeout)
+    p = _cli("score", _write(tmp_path / "r2.jsonl", good + bad[1:]), "--out", tmp_path / "o2", *flags,
+             "--max-judge-errors", 2, env=env)
     assert p.returncode == 0, p.stderr
+    assert "judge error: j_bp: barren-plateau check failed" in p.stderr  # still reported
+    p = _cli("score", tmp_path / "r2.jsonl", "--out", tmp_path / "o3", *flags, "--max-judge-errors", 1, env=env)
+    assert p.returncode == 2 and "2 replies could not be judged (--max-judge-errors 1)" in p.stderr
 
 
 def test_empty_denominators_are_null_not_zero(tmp_path):
