@@ -88,6 +88,15 @@ def test_judge_fault_after_verification_keeps_it(faulty, fault, reason):
     assert r["bp_free"] is None and r["bp_status"] == "judge_error"  # BP undecided, not "not BP-free"
 
 
+def test_vqe_failure_keeps_the_bp_verdict(monkeypatch):
+    monkeypatch.setenv("QM_SANDBOX_FAULTS", "1")
+    r = score_replies([record("v", fence(rycx(4))) | {"_fault_judge": "vqe_error"}], workers=1, vqe=True,
+                      limits=LIMITS)[0]
+    assert r["verification_pass"] is True and r["bp_free"] is True and r["bp_status"] == "checked"
+    assert r["judge_error"] == "VQE failed: RuntimeError: injected judge fault 'vqe_error'"
+    assert r["energy_error"] is None
+
+
 def test_fault_hook_is_off_without_the_environment_variable():
     assert "QM_SANDBOX_FAULTS" not in os.environ
     r = score_replies([record("x", fence(rycx(4))) | {"_fault_judge": "die"}], workers=1, limits=LIMITS)[0]
