@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, default=1024, help="max tokens per reply (default 1024)")
     run.add_argument("--seed", type=int, default=None, help="base sampling seed; request i uses seed+i (default: none)")
     run.add_argument("--out", type=Path, required=True, help="output directory")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run: only prompts missing from replies.jsonl are sent")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run: only prompts missing from replies.jsonl (or refused "
+                          "with a 4xx) are sent")
     run.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request before the client retries (default 300)")
     run.add_argument("--max-retries", type=int, default=3, help="client retries on connection errors, 429 and 5xx (default 3)")
     _add_scoring_flags(run)
@@ -147,7 +148,7 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
 
 
 def _cmd_score(args) -> int:
-    from evaluation.client import read_replies
+    from evaluation.client import latest_by_id, read_replies
 
     problem = _check_scoring_flags(args)
     if problem:
@@ -157,7 +158,7 @@ def _cmd_score(args) -> int:
         print(f"error: {args.replies} not found", file=sys.stderr)
         return EXIT_ERROR
     try:
-        records = read_replies(args.replies)
+        records = latest_by_id(read_replies(args.replies))
         if not records:
             raise ValueError(f"{args.replies} holds no replies")
         models = sorted({str(r.get("model")) for r in records if r.get("model")})
@@ -176,7 +177,7 @@ def _safe_dirname(model: str) -> str:
 
 
 def _cmd_run(args) -> int:
-    from evaluation.client import EndpointError, collect, preflight, read_replies
+    from evaluation.client import EndpointError, collect, latest_by_id, preflight, read_replies
     from evaluation.prompts import build_prompts
     from evaluation.report import write_comparison
 
@@ -213,7 +214,7 @@ def _cmd_run(args) -> int:
             print(f"interrupted: replies so far are in {replies}; rerun with --resume", file=sys.stderr)
             return EXIT_ERROR
         wanted = {p.id for p in prompts}
-        records = [r for r in read_replies(replies) if r.get("id") in wanted]
+        records = [r for r in latest_by_id(read_replies(replies)) if r.get("id") in wanted]
         extra = {"num_requested": args.num_tests, "temperature": args.temperature, "max_tokens": args.max_tokens,
                  "seed": args.seed, "concurrency": args.concurrency, "query_seconds": round(s.seconds, 2)}
         summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))

@@ -80,6 +80,16 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return " ".join(str(exc).split())[:200]
 
 
+def latest_by_id(records: list[dict]) -> list[dict]:
+    """One record per id, the last one written (a resumed run appends a retried request's reply after
+    its refusal), in first-seen order."""
+    last = {r.get("id"): r for r in records}
+    seen: dict = {}
+    for r in records:
+        seen.setdefault(r.get("id"), last[r.get("id")])
+    return list(seen.values())
+
+
 def _record(spec: PromptSpec, model: str, reply: str, latency: float, finish: str | None, **extra) -> dict[str, Any]:
     rec = {"id": spec.id, "hamiltonian": spec.hamiltonian, "num_qubits": spec.num_qubits,
            "constraint": spec.constraint, "prompt": spec.prompt, "reply": reply, "model": model,
@@ -112,7 +122,8 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not resume and out_path.stat().st_size > 0:
         raise EndpointError(f"{out_path} exists: pass --resume to continue it or choose another --out")
-    done = {r["id"] for r in read_replies(out_path)} if resume else set()
+    # a refused request (finish_reason "error") is not done: --resume sends it again
+    done = {r["id"] for r in read_replies(out_path) if r.get("finish_reason") != "error"} if resume else set()
     todo = [p for p in prompts if p.id not in done]
     t0 = time.perf_counter()
     received = failed = 0

@@ -176,20 +176,24 @@ def test_empty_denominators_are_null_not_zero(tmp_path):
     assert s["verification_rate"] == 100.0 and s["constraint_rate"] is None
 
 
-def test_refused_request_is_not_scored_and_exits_2(tmp_path):
-    """vLLM answers a too-long prompt with HTTP 400: that prompt is a request error, not a syntax failure."""
+def _fake_run(out: Path, refuse: str, *extra) -> subprocess.CompletedProcess:
     port = free_port()
     env = dict(os.environ, FAKE_REPLY=fence(rycx(4)))
-    server = subprocess.Popen([PY, str(Path(__file__).with_name("fake_dying_server.py")), str(port), "100", "2"],
+    server = subprocess.Popen([PY, str(Path(__file__).with_name("fake_dying_server.py")), str(port), "100", refuse],
                               env=env)
     try:
         wait_for_health(f"http://127.0.0.1:{port}/v1", timeout_s=20, proc=server)
-        out = tmp_path / "run"
-        p = _cli("run", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "tiny", "--out", out,
-                 "--num-tests", 4, "--concurrency", 1, "--max-retries", 0, "--no-progress")
+        return _cli("run", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "tiny", "--out", out,
+                    "--num-tests", 4, "--concurrency", 1, "--max-retries", 0, "--no-progress", *extra)
     finally:
         server.kill()
         server.wait()
+
+
+def test_refused_request_is_not_scored_and_exits_2(tmp_path):
+    """vLLM answers a too-long prompt with HTTP 400: that prompt is a request error, not a syntax failure."""
+    out = tmp_path / "run"
+    p = _fake_run(out, "2")
     assert p.returncode == 2, p.stderr
     assert "request error: t0001: HTTP 400: request 2: prompt is too long" in p.stderr
     replies = {r["id"]: r for r in _strict_rows(out / "replies.jsonl")}
@@ -200,3 +204,9 @@ def test_refused_request_is_not_scored_and_exits_2(tmp_path):
     assert log["num_tests"] == 3 and log["syntax_rate"] == 100.0 and log["verification_rate"] == 100.0
     rows = {r["id"]: r for r in _strict_rows(out / "results.jsonl")}
     assert rows["t0001"]["syntax_valid"] is None and rows["t0001"]["request_error"].startswith("HTTP 400")
+    # --resume sends the refused prompt again (a server that now answers it): all four are scored
+    p = _fake_run(out, "", "--resume")
+    assert p.returncode == 0, p.stderr
+    assert [r["id"] for r in _strict_rows(out / "replies.jsonl")] == ["t0000", "t0001", "t0002", "t0003", "t0001"]
+    log = yaml.safe_load((out / "validation_log.yaml").read_text())
+    assert log["request_errors"] == [] and log["num_tests"] == 4 and log["verification_rate"] == 100.0
