@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import os
+import time
 from dataclasses import asdict
 from typing import Any
 
 from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD, MAX_DEPTH
+from evaluation.failures import JUDGE_ERROR
 from evaluation.sandbox import short_exc
 
 
@@ -54,56 +58,133 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
 
 
-def failed_run(job: dict, error: str, failure: str) -> dict:
-    return {"verification_pass": False, "bp_free": None, "error": error, "failure": failure}
+# Fault injection for tests (cfg["_fault_judge"] = {job id: fault}); the client sets it only when
+# QM_SANDBOX_FAULTS=1 (evaluation.scoring), the reply can never reach cfg.
+FAULTS = {"raise": "start", "hang": "start", "die": "start", "verify_error": "verify",
+          "hang_after_verify": "after_verify", "die_after_verify": "after_verify", "bp_error": "bp",
+          "vqe_error": "vqe"}
+
+
+def _fault(job: dict, cfg: dict, point: str) -> None:
+    fault = (cfg.get("_fault_judge") or {}).get(str(job.get("id")))
+    if FAULTS.get(fault) != point:
+        return
+    if fault.startswith("hang"):
+        time.sleep(10 ** 6)  # wall clock, no CPU: only the runner's deadline ends it
+    if fault.startswith("die"):
+        os._exit(1)
+    raise RuntimeError(f"injected judge fault {fault!r}")
+
+
+def _result(**fields: Any) -> dict:
+    out: dict[str, Any] = {"verification_pass": False, "bp_free": None, "bp_status": None, "failure": None,
+                           "judge_error": None}
+    out.update(fields)
+    return out
+
+
+def failed_run(job: dict, error: str, failure: str, partial: dict | None = None) -> dict:
+    """No verdict from judge(). `failure` is the reply's own kind, or JUDGE_ERROR: then nothing is
+    decided (verification_pass null) unless `partial` holds what judge() had reached (its
+    verification), which is kept; `judge_error` says why the judge stopped."""
+    if failure != JUDGE_ERROR:
+        return _result(error=error, failure=failure)
+    if partial:
+        kept = _result(**{k: v for k, v in partial.items() if k not in ("id", "partial")})
+        if kept.get("bp_status") != "checked":  # stopped in the BP check (else: in the VQE)
+            kept.update(bp_free=None, bp_status=JUDGE_ERROR)
+        return kept | {"judge_error": error}
+    return _result(verification_pass=None, error=error, failure=JUDGE_ERROR, judge_error=error)
+
+
+def _no_circuit_failure(found_by: str) -> str:
+    """no_circuit, or the kind of what the reply's own function raised while it was searched."""
+    from evaluation.failures import classify_exec_error
+    from evaluation.verify import SEARCH_RAISED
+
+    if SEARCH_RAISED in found_by:
+        raised = found_by.split(SEARCH_RAISED, 1)[1].split(" raised ", 1)[-1]
+        return classify_exec_error(raised) or "no_circuit"
+    return "no_circuit"
 
 
 def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
-    """In I: verification, BP check and VQE from G's header (untrusted bytes only)."""
+    """In I: verification, BP check and VQE from G's header (untrusted bytes only). After a passed
+    verification a partial result line is emitted (cfg["_emit_partial"], set by the runner) so that
+    a later timeout or death of the judge keeps it."""
     from qiskit import qpy
 
     from evaluation import barren, simulator
+    from evaluation.failures import classify_exec_error
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
-    from evaluation.verify import verify_circuit
+    from evaluation.verify import NOT_FOUND, verify_circuit
 
-    out: dict[str, Any] = {"verification_pass": False, "bp_free": None}
+    _fault(job, cfg, "start")
+    out = _result()
     if header.get("exit") is not None:
         out["sys_exit"] = str(header["exit"])[:200]
     if header.get("exec_error"):
         out["error"] = str(header["exec_error"])[:300]
+        out["failure"] = classify_exec_error(out["error"]) or "runtime_error"
         return out
     out["found_by"] = str(header.get("found_by"))[:100]
     payload = header.get("qpy")
     if not isinstance(payload, str):
-        out["error"] = "no QuantumCircuit found"
+        found_by = str(header.get("found_by") or NOT_FOUND)
+        out["error"] = (found_by if found_by.startswith(NOT_FOUND) else NOT_FOUND)[:300]
+        out["failure"] = _no_circuit_failure(out["error"])
         return out
     try:
         circuits = qpy.load(io.BytesIO(base64.b64decode(payload, validate=True)))
         circuit = circuits[0]
-    except Exception as exc:  # noqa: BLE001
-        out["error"] = "invalid QPY from the reply process: " + short_exc(exc)
+    except Exception as exc:  # noqa: BLE001  (the reply process wrote it: the reply's doing)
+        out.update(error="invalid QPY from the reply process: " + short_exc(exc), failure="invalid_circuit")
         return out
     n = int(job["num_qubits"])
     try:
+        _fault(job, cfg, "verify")
         ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", MAX_DEPTH))
     except Exception as exc:  # noqa: BLE001
-        out["error"] = "verification failed: " + short_exc(exc)
+        reason = "verification failed: " + short_exc(exc)
+        out.update(verification_pass=None, error=reason, failure=JUDGE_ERROR, judge_error=reason)
         return out
     out.update(asdict(ver))
     if not ver.verification_pass:
         return out
+    emit = cfg.get("_emit_partial")
+    if callable(emit):
+        emit(out)
+    _fault(job, cfg, "after_verify")
     key = job["hamiltonian"]
     try:
+        _fault(job, cfg, "bp")
         hmat = sparse_matrix(key, n)
         prog = simulator.compile_circuit(flat)  # once, for the BP check and the VQE
         bp = barren.detect_barren_plateau(prog, hmat, num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
                                           threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD),
                                           seed=cfg.get("seed", 0))
-        out.update(bp_free=not bp.has_barren_plateau, bp_variance=bp.bp_variance,
+        if not (math.isfinite(bp.bp_variance) and math.isfinite(bp.max_variance)):
+            raise simulator.NonFiniteAngle("non-finite gradient variance at the sampled parameters")
+        out.update(bp_free=not bp.has_barren_plateau, bp_status="checked", bp_variance=bp.bp_variance,
                    bp_max_variance=bp.max_variance, bp_dead_parameters=bp.dead_parameters)
-        if job.get("vqe"):
-            vq = barren.run_vqe(prog, hmat, get_hamiltonian(key, n).ground_energy)
-            out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
+    except simulator.NonFiniteAngle as exc:  # the reply's angles: the circuit is invalid after all
+        out.update(verification_pass=False, bp_free=None, bp_status=None, failure="invalid_circuit",
+                   error=f"invalid circuit: {exc}"[:300])
+    except simulator.UnsupportedCircuit as exc:  # the reply's structure: documented, not a plateau verdict
+        out.update(bp_free=None, bp_status="unsupported", error=f"barren-plateau check: {exc}"[:300])
     except Exception as exc:  # noqa: BLE001
-        out["error"] = "barren-plateau check failed: " + short_exc(exc)
+        reason = "barren-plateau check failed: " + short_exc(exc)
+        out.update(bp_free=None, bp_status=JUDGE_ERROR, error=reason, judge_error=reason)
+    if job.get("vqe") and out["bp_status"] == "checked":
+        if callable(emit):
+            emit(out)
+        try:
+            _fault(job, cfg, "vqe")
+            vq = barren.run_vqe(prog, hmat, get_hamiltonian(key, n).ground_energy)
+            if not math.isfinite(vq.energy_error):
+                raise ValueError(f"non-finite energy {vq.energy}")
+            out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
+        except Exception as exc:  # noqa: BLE001  (BP verdict kept; the VQE figure is undecided)
+            reason = "VQE failed: " + short_exc(exc)
+            out.update(error=reason, judge_error=reason)
     return out

@@ -1,4 +1,5 @@
-"""`python -m evaluation run|score|compare` (exit 0: targets met, 1: not met, 2: usage/connection error)."""
+"""`python -m evaluation run|score|compare` (exit 0: targets met, 1: not met, 2: usage/connection error,
+or replies that could not be scored: more judge errors than --max-judge-errors, or any request error)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-bp-free", type=float, default=60.0, help="BP-free target, percent (default 60)")
     g.add_argument("--workers", type=int, default=None, help="replies executed at once in the sandbox (default: CPU count)")
     g.add_argument("--sandbox-timeout", type=float, default=20.0, help="wall-clock seconds each reply's code may run (default 20)")
+    g.add_argument("--judge-timeout", type=float, default=60.0,
+                   help="wall-clock seconds the judge may take per reply after its code ran (QPY, verification, BP, "
+                        "VQE); past it the reply is a judge error (default 60)")
+    g.add_argument("--max-judge-errors", type=int, default=0,
+                   help="replies the judge could not decide (listed as judge_errors in validation_log.yaml, left "
+                        "out of every rate) tolerated before the command exits 2 (default 0)")
     g.add_argument("--bp-threshold", type=float, default=None,
                    help="mean gradient variance below which a circuit has a barren plateau (default 1e-3)")
     g.add_argument("--vqe", action="store_true", help="also run a short VQE per verified circuit and record energy_error")
@@ -47,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, default=1024, help="max tokens per reply (default 1024)")
     run.add_argument("--seed", type=int, default=None, help="base sampling seed; request i uses seed+i (default: none)")
     run.add_argument("--out", type=Path, required=True, help="output directory")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run: only prompts missing from replies.jsonl are sent")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run: only prompts missing from replies.jsonl (or refused "
+                          "with a 4xx) are sent")
     run.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request before the client retries (default 300)")
     run.add_argument("--max-retries", type=int, default=3, help="client retries on connection errors, 429 and 5xx (default 3)")
     _add_scoring_flags(run)
@@ -77,6 +85,43 @@ def _thresholds(args) -> Thresholds:
     return Thresholds(syntax=args.min_syntax, verification=args.min_verification, bp_free=args.min_bp_free)
 
 
+def _check_scoring_flags(args) -> str | None:
+    """A usage error message, or None."""
+    import math
+
+    for flag, value in (("--min-syntax", args.min_syntax), ("--min-verification", args.min_verification),
+                        ("--min-bp-free", args.min_bp_free), ("--sandbox-timeout", args.sandbox_timeout),
+                        ("--judge-timeout", args.judge_timeout)):
+        if not math.isfinite(value):
+            return f"{flag} must be a finite number"
+    if args.bp_threshold is not None and not (math.isfinite(args.bp_threshold) and args.bp_threshold > 0):
+        return "--bp-threshold must be a finite number > 0"
+    if args.sandbox_timeout <= 0 or args.judge_timeout <= 0:
+        return "--sandbox-timeout and --judge-timeout must be > 0"
+    if args.max_judge_errors < 0:
+        return "--max-judge-errors must be >= 0"
+    return None
+
+
+def _unscored_exit(summaries: list[dict], args) -> bool:
+    """Report every reply that could not be scored on stderr; True if the command must exit 2."""
+    bad = False
+    for s in summaries:
+        for key, what in (("judge_errors", "judge error"), ("request_errors", "request error")):
+            for e in s[key]:
+                print(f"{what}: {e['id']}: {e['reason']}", file=sys.stderr)
+        if len(s["judge_errors"]) > args.max_judge_errors:
+            print(f"error: {len(s['judge_errors'])} replies could not be judged (--max-judge-errors "
+                  f"{args.max_judge_errors}); they are left out of the rates and listed in validation_log.yaml",
+                  file=sys.stderr)
+            bad = True
+        if s["request_errors"]:
+            print(f"error: {len(s['request_errors'])} requests were refused by the endpoint; they are not scored "
+                  f"and are listed in validation_log.yaml", file=sys.stderr)
+            bad = True
+    return bad
+
+
 def _score_and_report(records: list[dict], out: Path, args, *, model: str | None, endpoint: str | None,
                       extra: dict | None = None) -> dict:
     from evaluation.report import summarize, write_report, write_results, write_validation_log
@@ -84,7 +129,7 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     from evaluation.scoring import score_replies
 
     info: dict = {}
-    limits = SandboxLimits(timeout_s=args.sandbox_timeout)
+    limits = SandboxLimits(timeout_s=args.sandbox_timeout, judge_timeout_s=args.judge_timeout)
     results = score_replies(records, workers=args.workers, vqe=args.vqe, progress=not args.no_progress,
                             limits=limits, bp_threshold=args.bp_threshold, info=info)
     th = _thresholds(args)
@@ -93,24 +138,33 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     write_results(out, results)
     bp_threshold = args.bp_threshold if args.bp_threshold is not None else BP_VARIANCE_THRESHOLD
     meta = {"bp_threshold": bp_threshold, "sandbox_timeout_s": args.sandbox_timeout,
+            "judge_timeout_s": args.judge_timeout, "max_judge_errors": args.max_judge_errors,
             "vqe": bool(args.vqe), "sandbox_isolation": info}
     meta.update(extra or {})
     write_validation_log(out, summary, model=model, endpoint=endpoint, thresholds=th, extra=meta)
     write_report(out, summary, th, model=model, endpoint=endpoint)
-    print(f"{model or out}: syntax {summary['syntax_rate']:.1f}%  verification {summary['verification_rate']:.1f}%  "
-          f"BP-free {summary['bp_free_rate']:.1f}%  ({summary['num_tests']} replies) -> "
+    from evaluation.report import fmt_rate
+
+    unscored = len(summary["judge_errors"]) + len(summary["request_errors"])
+    print(f"{model or out}: syntax {fmt_rate(summary['syntax_rate'])}%  verification {fmt_rate(summary['verification_rate'])}%  "
+          f"BP-free {fmt_rate(summary['bp_free_rate'])}%  ({summary['num_tests']} replies scored"
+          f"{f', {unscored} not scored' if unscored else ''}) -> "
           f"{'PASSED' if summary['passed'] else 'targets not met'}; files in {out}")
     return summary
 
 
 def _cmd_score(args) -> int:
-    from evaluation.client import read_replies
+    from evaluation.client import latest_by_id, read_replies
 
+    problem = _check_scoring_flags(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     if not args.replies.is_file():
         print(f"error: {args.replies} not found", file=sys.stderr)
         return EXIT_ERROR
     try:
-        records = read_replies(args.replies)
+        records = latest_by_id(read_replies(args.replies))
         if not records:
             raise ValueError(f"{args.replies} holds no replies")
         models = sorted({str(r.get("model")) for r in records if r.get("model")})
@@ -118,6 +172,8 @@ def _cmd_score(args) -> int:
                                     extra={"replies_file": str(args.replies)})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if _unscored_exit([summary], args):
         return EXIT_ERROR
     return EXIT_OK if summary["passed"] else EXIT_TARGETS_MISSED
 
@@ -127,12 +183,16 @@ def _safe_dirname(model: str) -> str:
 
 
 def _cmd_run(args) -> int:
-    from evaluation.client import EndpointError, collect, preflight, read_replies
+    from evaluation.client import EndpointError, collect, latest_by_id, preflight, read_replies
     from evaluation.prompts import build_prompts
     from evaluation.comparison import format_comparison, write_comparison
 
     if args.num_tests < 1 or args.concurrency < 1 or args.max_tokens < 1:
         print("error: --num-tests, --concurrency and --max-tokens must be >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    problem = _check_scoring_flags(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     if len(args.model) > 2 or len(set(args.model)) != len(args.model):
         print("error: give --model once, or twice with two different names", file=sys.stderr)
@@ -160,15 +220,16 @@ def _cmd_run(args) -> int:
             print(f"interrupted: replies so far are in {replies}; rerun with --resume", file=sys.stderr)
             return EXIT_ERROR
         wanted = {p.id for p in prompts}
-        records = [r for r in read_replies(replies) if r.get("id") in wanted]
+        records = [r for r in latest_by_id(read_replies(replies)) if r.get("id") in wanted]
         extra = {"num_requested": args.num_tests, "temperature": args.temperature, "max_tokens": args.max_tokens,
-                 "seed": args.seed, "concurrency": args.concurrency, "query_seconds": round(s.seconds, 2),
-                 "request_errors": sum(r.get("finish_reason") == "error" for r in records)}
+                 "seed": args.seed, "concurrency": args.concurrency, "query_seconds": round(s.seconds, 2)}
         summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))
     if len(dirs) == 2:
         comp = write_comparison(dirs[0], dirs[1], args.out / "comparison", labels=tuple(args.model))
         print(f"comparison (A = {args.model[0]}, B = {args.model[1]}):\n{format_comparison(comp)}\n"
               f"written to {args.out / 'comparison'}")
+    if _unscored_exit(summaries, args):
+        return EXIT_ERROR
     return EXIT_OK if all(s["passed"] for s in summaries) else EXIT_TARGETS_MISSED
 
 

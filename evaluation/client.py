@@ -69,6 +69,27 @@ def read_replies(path: Path) -> list[dict]:
     return out
 
 
+def _status_message(exc: openai.APIStatusError) -> str:
+    """The server's own message (OpenAI error JSON: {"error": {"message": ...}} or {"message": ...})."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        msg = inner.get("message") if isinstance(inner, dict) else inner
+        if msg:
+            return " ".join(str(msg).split())[:200]
+    return " ".join(str(exc).split())[:200]
+
+
+def latest_by_id(records: list[dict]) -> list[dict]:
+    """One record per id, the last one written (a resumed run appends a retried request's reply after
+    its refusal), in first-seen order."""
+    last = {r.get("id"): r for r in records}
+    seen: dict = {}
+    for r in records:
+        seen.setdefault(r.get("id"), last[r.get("id")])
+    return list(seen.values())
+
+
 def _record(spec: PromptSpec, model: str, reply: str, latency: float, finish: str | None, **extra) -> dict[str, Any]:
     rec = {"id": spec.id, "hamiltonian": spec.hamiltonian, "num_qubits": spec.num_qubits,
            "constraint": spec.constraint, "prompt": spec.prompt, "reply": reply, "model": model,
@@ -86,8 +107,9 @@ async def _ask(client: openai.AsyncOpenAI, spec: PromptSpec, model: str, sem: as
         except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
             raise  # after the client's own retries: the endpoint is gone
         except openai.APIStatusError as exc:  # a per-request refusal (e.g. 400): record it, go on
-            return _record(spec, model, "", time.perf_counter() - t0, "error",
-                           error=f"HTTP {exc.status_code}: {str(exc)[:200]}")
+            # not a reply: scoring leaves it out of every rate and lists it (request_errors), exit 2
+            return _record(spec, model, "", time.perf_counter() - t0, "error", http_status=exc.status_code,
+                           error=f"HTTP {exc.status_code}: {_status_message(exc)}")
         choice = resp.choices[0]
         return _record(spec, model, choice.message.content or "", time.perf_counter() - t0, choice.finish_reason)
 
@@ -100,7 +122,8 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not resume and out_path.stat().st_size > 0:
         raise EndpointError(f"{out_path} exists: pass --resume to continue it or choose another --out")
-    done = {r["id"] for r in read_replies(out_path)} if resume else set()
+    # a refused request (finish_reason "error") is not done: --resume sends it again
+    done = {r["id"] for r in read_replies(out_path) if r.get("finish_reason") != "error"} if resume else set()
     todo = [p for p in prompts if p.id not in done]
     t0 = time.perf_counter()
     received = failed = 0

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from evaluation import stats
-from evaluation.report import METRICS, Thresholds, _plt, _table, load_run
+from evaluation.report import METRICS, Thresholds, _plt, _table, fmt_rate, load_run, scored
 
 HUMANEVAL_LOG = "humaneval_log.yaml"
 BOOTSTRAP_SEED = 0
@@ -77,11 +77,13 @@ def _labels(a: dict, b: dict, a_dir: Path, b_dir: Path, labels: tuple[str, str] 
 # ----------------------------------------------------------------------------------------------- circuits
 
 def _outcomes_by_id(results: list[dict], path: Path) -> dict[str, dict[str, bool]]:
-    """metric -> {id: success}; duplicate ids would make the pairing ambiguous, so they are refused."""
+    """metric -> {id: success} over the scored replies (judge and request errors have no outcome, as in
+    the rates); duplicate ids would make the pairing ambiguous, so they are refused."""
     ids = [str(r.get("id")) for r in results]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate ids, cannot pair replies")
-    return {mk: {str(r.get("id")): fn(r) for r in results} for mk, fn in OUTCOMES.items()}
+    counted = [r for r in results if scored(r)]
+    return {mk: {str(r.get("id")): fn(r) for r in counted} for mk, fn in OUTCOMES.items()}
 
 
 def metric_stats(a: dict[str, bool], b: dict[str, bool]) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def plot_comparison(path: Path, comp: dict, labels: tuple[str, str], thresholds:
     width = 0.38
     for j, (side, label) in enumerate(zip("ab", labels)):
         xs = [i + (j - 0.5) * width for i in range(len(METRICS))]
-        vals = [comp["metrics"][mk][side] for mk, _, _ in METRICS]
+        vals = [comp["metrics"][mk][side] or 0.0 for mk, _, _ in METRICS]  # n/a drawn as an empty bar
         cis = [comp["metrics"][mk][f"{side}_ci95"] or [v, v] for (mk, _, _), v in zip(METRICS, vals)]
         yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
         bars = ax.bar(xs, vals, width, yerr=yerr, capsize=4, label=label)
@@ -148,18 +150,18 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
                             "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {}}
     rows = [["metric", f"{la} (95 % CI)", f"{lb} (95 % CI)", "change (points)", "paired p", "significant"]]
     for mk, _, name in METRICS:
-        va, vb = float(a.get(mk, 0.0)), float(b.get(mk, 0.0))
-        m = {"a": va, "b": vb, "change": round(vb - va, 2)} | metric_stats(oa[mk], ob[mk])
+        va, vb = _rate(a, mk), _rate(b, mk)
+        m = {"a": va, "b": vb, "change": _change(va, vb)} | metric_stats(oa[mk], ob[mk])
         comp["metrics"][mk] = m
-        rows.append([name, f"{va:.1f} [{_span(m['a_ci95'])}]", f"{vb:.1f} [{_span(m['b_ci95'])}]",
-                     f"{vb - va:+.1f}", fmt_p(m["paired"]["p_value"]).removeprefix("p = "),
+        rows.append([name, f"{fmt_rate(va)} [{_span(m['a_ci95'])}]", f"{fmt_rate(vb)} [{_span(m['b_ci95'])}]",
+                     _fmt_change(m["change"]), fmt_p(m["paired"]["p_value"]).removeprefix("p = "),
                      "yes" if m["significant"] else "no"])
-    va, vb = float(a.get("constraint_rate", 0.0)), float(b.get("constraint_rate", 0.0))
-    comp["metrics"]["constraint_rate"] = {"a": va, "b": vb, "change": round(vb - va, 2)}
-    rows.append(["Constraint satisfied", f"{va:.1f}", f"{vb:.1f}", f"{vb - va:+.1f}", "", ""])
+    va, vb = _rate(a, "constraint_rate"), _rate(b, "constraint_rate")
+    comp["metrics"]["constraint_rate"] = {"a": va, "b": vb, "change": _change(va, vb)}
+    rows.append(["Constraint satisfied", fmt_rate(va), fmt_rate(vb), _fmt_change(_change(va, vb)), "", ""])
     rows.append(["passed", str(a.get("passed")), str(b.get("passed")), "", "", ""])
     ver = comp["metrics"]["verification_rate"]
-    comp["b_better_verification"] = ver["change"] > 0
+    comp["b_better_verification"] = (ver["change"] or 0) > 0
     comp["b_better"] = comp["b_better_verification"]
     comp["significant"] = ver["significant"]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,20 @@ METHOD_NOTE = (
     "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
     "p < 0.05. The prompts needed come from Connor (1987, Biometrics 43:207-211) at the observed discordant "
     "proportions, 80 % power, alpha = 0.05. See docs/evaluation.md.")
+
+
+def _rate(log: dict, key: str) -> float | None:
+    """A rate from a validation log; None (n/a: empty denominator) stays None, never 0."""
+    v = log.get(key)
+    return None if v is None else float(v)
+
+
+def _change(va: float | None, vb: float | None) -> float | None:
+    return None if va is None or vb is None else round(vb - va, 2)
+
+
+def _fmt_change(change: float | None) -> str:
+    return "n/a" if change is None else f"{change:+.1f}"
 
 
 def _span(ci: list[float] | None) -> str:
@@ -375,8 +391,8 @@ def format_comparison(comp: dict) -> str:
         m = comp["metrics"][mk]
         pr = m["paired"]
         ca, cb = f"[{_span(m['a_ci95'])}]", f"[{_span(m['b_ci95'])}]"
-        lines.append(f"{mk:<18} {m['a']:>6.1f} {ca:<14}  {m['b']:>6.1f} {cb:<14} "
-                     f"{m['change']:>+7.1f}  {fmt_p(pr['p_value'])}, n={pr['n']}, "
+        lines.append(f"{mk:<18} {fmt_rate(m['a']):>6} {ca:<14}  {fmt_rate(m['b']):>6} {cb:<14} "
+                     f"{_fmt_change(m['change']):>7}  {fmt_p(pr['p_value'])}, n={pr['n']}, "
                      f"B only {pr['b_only']} / A only {pr['a_only']}"
                      f"{' (significant)' if m['significant'] else ''}")
     lines.append("verification: " + metric_sentence("verification_rate", comp["metrics"]["verification_rate"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,37 +22,74 @@ class Thresholds:
     bp_free: float = 60.0
 
 
-def _pct(num: int, den: int) -> float:
-    return round(100.0 * num / den, 2) if den else 0.0
+def _pct(num: int, den: int) -> float | None:
+    """Percent, or None (n/a) for an empty denominator: never a 0.0 that reads as a measured rate."""
+    return round(100.0 * num / den, 2) if den else None
+
+
+def scored(r: dict) -> bool:
+    """A reply the rates count: the endpoint answered it and the judge decided it."""
+    return not r.get("judge_error") and not r.get("request_error")
 
 
 def _rates(results: list[dict]) -> dict[str, Any]:
-    n = len(results)
-    constrained = [r for r in results if r.get("constraint_satisfied") is not None]
+    counted = [r for r in results if scored(r)]
+    n = len(counted)
+    constrained = [r for r in counted if r.get("constraint_satisfied") is not None]
     return {
         "num_tests": n,
-        "syntax_rate": _pct(sum(bool(r.get("syntax_valid")) for r in results), n),
-        "verification_rate": _pct(sum(bool(r.get("verification_pass")) for r in results), n),
-        "bp_free_rate": _pct(sum(r.get("bp_free") is True for r in results), n),
+        "syntax_rate": _pct(sum(r.get("syntax_valid") is True for r in counted), n),
+        "verification_rate": _pct(sum(r.get("verification_pass") is True for r in counted), n),
+        "bp_free_rate": _pct(sum(r.get("bp_free") is True for r in counted), n),
         "constraint_rate": _pct(sum(r["constraint_satisfied"] is True for r in constrained), len(constrained)),
     }
 
 
+def _listed(results: list[dict], key: str) -> list[dict[str, Any]]:
+    return [{"id": r.get("id"), "reason": " ".join(str(r[key]).split())} for r in results if r.get(key)]
+
+
+def _met(rate: float | None, target: float) -> bool:
+    return rate is not None and rate > target
+
+
 def summarize(results: list[dict], thresholds: Thresholds) -> dict[str, Any]:
+    """The seed's rates over the scored replies (judge errors and request errors left out of every
+    denominator, and listed), by Hamiltonian and qubit count, and the failure kinds."""
     s = _rates(results)
-    s["passed"] = bool(s["num_tests"] > 0 and s["syntax_rate"] > thresholds.syntax
-                       and s["verification_rate"] > thresholds.verification and s["bp_free_rate"] > thresholds.bp_free)
+    s["passed"] = bool(s["num_tests"] > 0 and _met(s["syntax_rate"], thresholds.syntax)
+                       and _met(s["verification_rate"], thresholds.verification)
+                       and _met(s["bp_free_rate"], thresholds.bp_free))
+    s["num_replies"] = len(results)
+    s["judge_errors"] = _listed(results, "judge_error")
+    s["request_errors"] = _listed(results, "request_error")
     s["by_hamiltonian"] = {h: _rates([r for r in results if r.get("hamiltonian") == h])
                            for h in HAMILTONIANS if any(r.get("hamiltonian") == h for r in results)}
     sizes = sorted({int(r["num_qubits"]) for r in results if r.get("num_qubits") is not None})
     s["by_num_qubits"] = {n: _rates([r for r in results if r.get("num_qubits") == n]) for n in sizes}
     errors: dict[str, int] = {}
-    for r in results:
+    failures: dict[str, int] = {}
+    for r in filter(scored, results):
         if r.get("error"):
             kind = str(r["error"]).split(":")[0][:60]
             errors[kind] = errors.get(kind, 0) + 1
+        if r.get("failure"):
+            failures[str(r["failure"])] = failures.get(str(r["failure"]), 0) + 1
     s["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:15])
+    s["failures"] = dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])))
+    s["bp_unsupported"] = sum(r.get("bp_status") == "unsupported" for r in filter(scored, results))
     return s
+
+
+def finite_or_null(value: Any) -> Any:
+    """The same structure with every NaN/inf float replaced by None (outputs hold finite floats or null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def write_results(out_dir: Path, results: list[dict]) -> Path:
@@ -59,7 +97,7 @@ def write_results(out_dir: Path, results: list[dict]) -> Path:
     tmp = path.with_suffix(".jsonl.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in results:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(finite_or_null(r), ensure_ascii=False, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 
@@ -70,13 +108,15 @@ def write_validation_log(out_dir: Path, summary: dict, *, model: str | None, end
     log.update({
         "model": model, "endpoint": endpoint, "thresholds": asdict(thresholds),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "constraint_rate": summary["constraint_rate"],
+        "constraint_rate": summary["constraint_rate"], "num_replies": summary["num_replies"],
+        "num_judge_errors": len(summary["judge_errors"]), "judge_errors": summary["judge_errors"],
+        "num_request_errors": len(summary["request_errors"]), "request_errors": summary["request_errors"],
         "by_hamiltonian": summary["by_hamiltonian"], "by_num_qubits": summary["by_num_qubits"],
-        "errors": summary["errors"],
+        "errors": summary["errors"], "failures": summary["failures"], "bp_unsupported": summary["bp_unsupported"],
     })
     log.update(extra or {})
     path = out_dir / "validation_log.yaml"
-    path.write_text(yaml.safe_dump(log, sort_keys=False))
+    path.write_text(yaml.safe_dump(finite_or_null(log), sort_keys=False))
     return path
 
 
@@ -101,8 +141,9 @@ def plot_rates(path: Path, series: dict[str, dict], thresholds: Thresholds, titl
     width = 0.8 / max(1, len(series))
     for j, (label, s) in enumerate(series.items()):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(METRICS))]
-        bars = ax.bar(xs, [s[k] for k, _, _ in METRICS], width, label=label)
-        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        vals = [s.get(k) for k, _, _ in METRICS]
+        bars = ax.bar(xs, [v or 0.0 for v in vals], width, label=label)
+        ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.0f}" for v in vals], fontsize=8)
     for i, (_, tk, _) in enumerate(METRICS):
         ax.hlines(getattr(thresholds, tk), i - 0.45, i + 0.45, colors="k", linestyles="dashed")
     ax.set_xticks(range(len(METRICS)), [name for _, _, name in METRICS])
@@ -123,7 +164,7 @@ def plot_breakdown(path: Path, summary: dict) -> Path:
         groups = list(summary[key])
         for j, (mk, _, name) in enumerate(METRICS):
             xs = [i + (j - 1) * 0.27 for i in range(len(groups))]
-            ax.bar(xs, [summary[key][g][mk] for g in groups], 0.27, label=name)
+            ax.bar(xs, [summary[key][g][mk] or 0.0 for g in groups], 0.27, label=name)
         ax.set_xticks(range(len(groups)), [str(g) for g in groups])
         ax.set_title(title)
     axes[0].set_ylabel("% of replies")
@@ -133,6 +174,10 @@ def plot_breakdown(path: Path, summary: dict) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def fmt_rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.1f}"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -146,19 +191,23 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
     plot_breakdown(out_dir / "breakdown.png", summary)
     rows = [["metric", "rate %", "target %", "met"]]
     for mk, tk, name in METRICS:
-        rows.append([name, f"{summary[mk]:.1f}", f"> {getattr(thresholds, tk):g}",
-                     "yes" if summary[mk] > getattr(thresholds, tk) else "no"])
-    rows.append(["Constraint satisfied (of constrained prompts)", f"{summary['constraint_rate']:.1f}", "-", "-"])
+        rows.append([name, fmt_rate(summary[mk]), f"> {getattr(thresholds, tk):g}",
+                     "yes" if _met(summary[mk], getattr(thresholds, tk)) else "no"])
+    rows.append(["Constraint satisfied (of constrained prompts)", fmt_rate(summary["constraint_rate"]), "-", "-"])
     brk = [["group", "n", "syntax %", "verification %", "BP-free %"]]
     for key in ("by_hamiltonian", "by_num_qubits"):
         for g, s in summary[key].items():
-            brk.append([str(g), str(s["num_tests"]), f"{s['syntax_rate']:.1f}", f"{s['verification_rate']:.1f}",
-                        f"{s['bp_free_rate']:.1f}"])
+            brk.append([str(g), str(s["num_tests"]), fmt_rate(s["syntax_rate"]), fmt_rate(s["verification_rate"]),
+                        fmt_rate(s["bp_free_rate"])])
     errs = "\n".join(f"- {k}: {v}" for k, v in summary["errors"].items()) or "- none"
-    text = (f"# Evaluation report\n\nModel: `{model}`  \nEndpoint: `{endpoint}`  \nReplies: {summary['num_tests']}  \n"
+    undecided = "".join(f"- {e['id']}: {e['reason']}\n" for e in summary["judge_errors"] + summary["request_errors"])
+    undecided_text = (f"## Not scored ({len(summary['judge_errors'])} judge errors, "
+                      f"{len(summary['request_errors'])} request errors)\n\n{undecided}\n" if undecided else "")
+    text = (f"# Evaluation report\n\nModel: `{model}`  \nEndpoint: `{endpoint}`  \n"
+            f"Replies: {summary['num_replies']} ({summary['num_tests']} scored)  \n"
             f"Result: **{'PASSED' if summary['passed'] else 'FAILED'}** (all three targets must be met)\n\n"
-            f"{_table(rows)}\n![rates](rates.png)\n\n## Breakdown\n\n{_table(brk)}\n![breakdown](breakdown.png)\n\n"
-            f"## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
+            f"{_table(rows)}\n![rates](rates.png)\n\n{undecided_text}## Breakdown\n\n{_table(brk)}\n"
+            f"![breakdown](breakdown.png)\n\n## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
     path = out_dir / "report.md"
     path.write_text(text)
     return path

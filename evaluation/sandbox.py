@@ -326,7 +326,9 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
         if "error" in header:
             result.update(job_kind(job).failed_run(job, header["error"], header["failure"]))
         else:
-            result.update(job_kind(job).judge(job, cfg, header, limits))
+            # what the judge has decided so far, as a line the server keeps if the judge dies or times out
+            emit = lambda part: _write_all(out_fd, (json.dumps({**result, **part, "partial": True}) + "\n").encode())  # noqa: E731
+            result.update(job_kind(job).judge(job, dict(cfg, _emit_partial=emit), header, limits))
     except BaseException as exc:  # noqa: BLE001
         result.update(job_kind(job).failed_run(job, "sandbox failure: " + short_exc(exc), JUDGE_ERROR))
     _write_all(out_fd, (json.dumps(result) + "\n").encode())
@@ -595,16 +597,19 @@ def _finish(r: _Running, out, forced_error: str | None) -> None:
     except ChildProcessError:
         pass
     shutil.rmtree(r.workdir, ignore_errors=True)
+    lines = [x for x in r.buf.split(b"\n")[:-1] if x.strip()]  # complete lines only
+    try:
+        last = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        last = None
+    partial = last if isinstance(last, dict) and last.get("partial") else None
     result = None
     if not forced_error:
-        try:
-            result = json.loads(r.buf.strip().splitlines()[-1]) if r.buf.strip() else None
-        except ValueError:
-            result = None
-        if not isinstance(result, dict):
+        result = last if isinstance(last, dict) and not partial else None
+        if result is None:
             forced_error = "judge process died without a result"
-    if forced_error:
-        result = job_kind(r.job).failed_run(r.job, forced_error, JUDGE_ERROR)
+    if forced_error:  # a partial line (the judge's verdicts before it stopped) is kept by the kind
+        result = job_kind(r.job).failed_run(r.job, forced_error, JUDGE_ERROR, **({"partial": partial} if partial else {}))
     result["id"] = r.job["id"]
     out.write((json.dumps(result) + "\n").encode())
     out.flush()

@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 REPLY_FIELDS = ("id", "hamiltonian", "num_qubits", "constraint", "prompt", "reply", "model", "latency_s",
                 "finish_reason")
 RESULT_FIELDS = ("code", "syntax_valid", "verification_pass", "bp_free", "num_qubits_found", "depth",
-                 "num_parameters", "gate_counts", "constraint_satisfied", "bp_variance", "energy_error", "error")
+                 "num_parameters", "gate_counts", "constraint_satisfied", "bp_variance", "energy_error", "error",
+                 "failure", "bp_status", "judge_error", "request_error")
 _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energy", "sys_exit",
                  "exec_seconds", "stdout_tail", "stderr_tail")
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
+FAULTS_ENV = "QM_SANDBOX_FAULTS"  # "1": a record's "_fault_judge" is passed to the judge (tests only)
 
 
 def _base_result(record: dict) -> dict[str, Any]:
@@ -63,9 +65,16 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
     records = list(records)
     results: list[dict] = []
     jobs: list[dict] = []
+    faults: dict[str, str] = {}
     for i, rec in enumerate(records):
         _validate_record(rec)
         res = _base_result(rec)
+        results.append(res)
+        if rec.get("finish_reason") == "error":  # the endpoint refused the request: nothing to score
+            res.update(syntax_valid=None, verification_pass=None,
+                       request_error=str(rec.get("error") or "request failed")[:300])
+            res["error"] = res["request_error"]
+            continue
         code = extract_code(rec.get("reply") or "")
         res["code"] = code
         ok, err = syntax_ok(code)
@@ -73,15 +82,19 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
                          "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
+            if os.environ.get(FAULTS_ENV) == "1" and rec.get("_fault_judge"):
+                faults[str(i)] = str(rec["_fault_judge"])
         else:
             res["error"] = err
-        results.append(res)
+            res["failure"] = "syntax_error" if code.strip() else "no_code"
     if jobs:
         cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
                                "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
                                "seed": seed, "max_depth": max_depth}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
+        if faults:
+            cfg["_fault_judge"] = faults
         for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
             res = results[job_id]
             for k in RESULT_FIELDS + _EXTRA_FIELDS:

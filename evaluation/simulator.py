@@ -43,6 +43,10 @@ class UnsupportedCircuit(ValueError):
     """The circuit cannot be simulated as a pure-state unitary (mid-circuit measurement, reset, ...)."""
 
 
+class NonFiniteAngle(UnsupportedCircuit):
+    """An angle is complex, NaN or infinite (the circuit is invalid, docs/evaluation.md)."""
+
+
 @dataclass
 class Angle:
     """a(theta) = const + sum(coeff * theta[idx]); `expr` set only for non-affine expressions."""
@@ -73,7 +77,11 @@ class Program:
 
 
 def _to_float(value) -> float:
+    """A real, finite angle (or coefficient); UnsupportedCircuit for a complex or non-finite one
+    (never reduced to its real part)."""
     c = complex(value)
+    if c.imag != 0 or not np.isfinite(c.real):
+        raise NonFiniteAngle(f"angle {c} is not a finite real number")
     return float(c.real)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from qiskit.circuit import QuantumCircuit
+from qiskit.circuit import ParameterExpression, QuantumCircuit
+from qiskit.exceptions import QiskitError
 
 from evaluation.defaults import MAX_DEPTH
 
@@ -15,7 +17,11 @@ PREFERRED_NAMES = ("qc", "circuit", "ansatz")
 QUBIT_ARG_NAMES = ("n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq")
 _IGNORED = {"barrier", "delay"}
 _DECOMPOSE_ROUNDS = 20
+MAX_FLAT_INSTRUCTIONS = 20_000  # a depth-50 circuit on 16 qubits has at most 800 gates
+_PROBE_VALUE = 0.6180339887  # symbolic angles are evaluated here to catch nan*t, inf*t
 MINIMAL_DEPTH_LIMIT = 25  # "Minimize circuit depth": half the verification limit
+NOT_FOUND = "no QuantumCircuit found"
+SEARCH_RAISED = "; the last call "  # find_circuit: NOT_FOUND + SEARCH_RAISED + "f() raised Type: message"
 
 
 def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
@@ -34,6 +40,7 @@ def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[Quant
              if inspect.isfunction(v) and getattr(v, "__module__", None) == namespace.get("__name__")]
     keywords = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
     funcs.sort(key=lambda kv: not any(w in kv[0].lower() for w in keywords))
+    raised = ""
     for args_wanted in (0, 1):
         for name, fn in funcs:
             try:
@@ -48,36 +55,120 @@ def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[Quant
                 continue
             try:
                 out = fn() if args_wanted == 0 else fn(expected_qubits)
-            except Exception:
+            except Exception as exc:  # noqa: BLE001  (the reply's own error: reported if nothing is found)
+                raised = f"{SEARCH_RAISED}{name}() raised {type(exc).__name__}: {exc}"[:300]
                 continue
             if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
                 out = out[0]
             if isinstance(out, QuantumCircuit):
                 return out, f"call {name}()"
-    return None, "no QuantumCircuit found"
+    return None, NOT_FOUND + raised
+
+
+class InvalidCircuit(ValueError):
+    """The circuit holds an operation the judge cannot take at its word (docs/evaluation.md)."""
 
 
 @lru_cache(maxsize=1)
-def _standard_names() -> frozenset[str]:
+def _genuine_classes() -> dict[str, frozenset[type]]:
+    """name -> the classes a genuine instruction of that name has (qiskit's standard gates and the
+    barrier/delay/measure/reset directives): the class and, for singletons, its singleton subclass,
+    both taken from qiskit's own instances, never from the instruction under test."""
+    from qiskit.circuit import Barrier
     from qiskit.circuit.library import get_standard_gate_name_mapping
 
-    return frozenset(get_standard_gate_name_mapping()) | {"barrier", "measure", "reset", "delay"}
+    out = {name: frozenset({type(op), op.base_class}) for name, op in get_standard_gate_name_mapping().items()}
+    out["barrier"] = frozenset({Barrier})
+    return out
+
+
+def is_genuine(op) -> bool:
+    """True iff `op` is exactly the standard class its name claims (a renamed custom gate is not)."""
+    classes = _genuine_classes().get(getattr(op, "name", None))
+    return classes is not None and type(op) in classes
+
+
+def _expand(op) -> QuantumCircuit:
+    """One level of `op`'s decomposition; InvalidCircuit when it has none."""
+    from qiskit.circuit import AnnotatedOperation, ControlFlowOp
+
+    if isinstance(op, ControlFlowOp):
+        raise InvalidCircuit(f"control-flow instruction {str(op.name)[:40]!r} is not accepted")
+    if isinstance(op, AnnotatedOperation):  # no definition: qiskit's own synthesis gives one level
+        one = QuantumCircuit(op.num_qubits, op.num_clbits)
+        one.append(op, one.qubits, one.clbits)
+        definition = one.decompose()
+    else:
+        definition = getattr(op, "definition", None)
+    if definition is None:
+        raise InvalidCircuit(f"instruction {str(op.name)[:40]!r} is not a standard gate and has no definition")
+    return definition
 
 
 def flatten(circuit: QuantumCircuit) -> QuantumCircuit:
-    """Final measurements (and the barriers before them) removed, library/custom blocks decomposed
-    until only standard gates remain."""
-    qc = circuit.remove_final_measurements(inplace=False)
-    std = _standard_names()
+    """Every instruction that is not genuinely a standard gate or directive (by class, not by name)
+    replaced by its definition, at most _DECOMPOSE_ROUNDS levels deep; then final measurements (and
+    the barriers just before them) removed. InvalidCircuit if anything non-standard remains, or if
+    the result exceeds MAX_FLAT_INSTRUCTIONS. (Decomposing first: qiskit removes final measurements
+    by name, so a renamed gate must not be taken for one.)"""
+    qc = circuit
     for _ in range(_DECOMPOSE_ROUNDS):
-        names = {inst.operation.name for inst in qc.data if inst.operation.name not in std}
-        if not names:
+        if all(is_genuine(inst.operation) for inst in qc.data):
             break
-        qc = qc.decompose(gates_to_decompose=list(names))
-    return qc
+        out = qc.copy_empty_like()
+        for inst in qc.data:
+            if is_genuine(inst.operation):
+                out._append(inst)
+            else:
+                out.compose(_expand(inst.operation), qubits=inst.qubits, clbits=inst.clbits, inplace=True)
+            if len(out.data) > MAX_FLAT_INSTRUCTIONS:
+                raise InvalidCircuit(f"more than {MAX_FLAT_INSTRUCTIONS} instructions after decomposition")
+        qc = out
+    else:
+        if not all(is_genuine(inst.operation) for inst in qc.data):
+            raise InvalidCircuit(f"gate definitions nested more than {_DECOMPOSE_ROUNDS} levels")
+    return qc.remove_final_measurements(inplace=False)
+
+
+def _finite_real(value) -> bool:
+    try:
+        c = complex(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(c.real) and c.imag == 0
+
+
+def check_angles(flat: QuantumCircuit) -> None:
+    """InvalidCircuit unless every numeric gate parameter (and the global phase) is a finite real
+    number, and every symbolic one evaluates to one at a probe point."""
+    for where, value in [("global phase", flat.global_phase)] + \
+            [(str(inst.operation.name), p) for inst in flat.data for p in inst.operation.params]:
+        if isinstance(value, ParameterExpression) and value.parameters:
+            try:
+                value = value.bind({q: _PROBE_VALUE for q in value.parameters})
+            except Exception as exc:  # noqa: BLE001  (e.g. division by zero at the probe point)
+                raise InvalidCircuit(f"angle {str(value)[:40]} cannot be evaluated: {type(exc).__name__}") from None
+        if isinstance(value, str):  # a delay's unit
+            continue
+        if not _finite_real(value):
+            raise InvalidCircuit(f"non-finite or complex angle in {where[:40]!r}: {str(value)[:40]}")
+
+
+def angle_parameters(flat: QuantumCircuit) -> set:
+    """The free Parameters some gate's angle depends on (not the global phase, not a delay's duration,
+    not a global_phase gate)."""
+    out: set = set()
+    for inst in flat.data:
+        if inst.operation.name in _IGNORED | {"global_phase"}:
+            continue
+        for p in inst.operation.params:
+            if isinstance(p, ParameterExpression):
+                out |= set(p.parameters)
+    return out
 
 
 def circuit_depth(flat: QuantumCircuit) -> int:
+    """Depth without barriers and delays (a flattened circuit: those names are the genuine classes)."""
     return flat.depth(filter_function=lambda inst: inst.operation.name not in _IGNORED)
 
 
@@ -128,6 +219,10 @@ def constraint_satisfied(constraint: str, flat: QuantumCircuit, depth: int,
     return None
 
 
+# Verification-level failure kinds (evaluation.failures.FAILURES), in the order they are tried.
+VERIFICATION_FAILURES = ("wrong_qubits", "invalid_circuit", "too_deep", "no_parameters")
+
+
 @dataclass
 class Verification:
     verification_pass: bool
@@ -137,23 +232,35 @@ class Verification:
     gate_counts: dict[str, int] = field(default_factory=dict)
     constraint_satisfied: bool | None = None
     error: str | None = None
+    failure: str | None = None  # the first of VERIFICATION_FAILURES that applies; None iff it passed
 
 
 def verify_circuit(circuit: QuantumCircuit, expected_qubits: int, constraint: str = "",
-                   max_depth: int = MAX_DEPTH) -> tuple[Verification, QuantumCircuit]:
-    flat = flatten(circuit)
-    depth = circuit_depth(flat)
-    nparams = circuit.num_parameters
-    problems = []
+                   max_depth: int = MAX_DEPTH) -> tuple[Verification, QuantumCircuit | None]:
+    """The verification rules (docs/evaluation.md). Returns the flattened circuit too (None when the
+    circuit is invalid: nothing may be simulated then)."""
+    problems: dict[str, str] = {}
     if circuit.num_qubits != expected_qubits:
-        problems.append(f"{circuit.num_qubits} qubits, expected {expected_qubits}")
+        problems["wrong_qubits"] = f"{circuit.num_qubits} qubits, expected {expected_qubits}"
+    try:
+        flat = flatten(circuit)
+        check_angles(flat)
+    except (InvalidCircuit, QiskitError) as exc:  # qiskit's own rejection of the reply's circuit counts too
+        problems["invalid_circuit"] = f"invalid circuit: {exc}"[:300]
+        failure = next(k for k in VERIFICATION_FAILURES if k in problems)
+        return Verification(verification_pass=False, num_qubits_found=circuit.num_qubits, depth=None,
+                            num_parameters=None, error="; ".join(problems.values()), failure=failure), None
+    depth = circuit_depth(flat)
+    nparams = len(angle_parameters(flat))
     if depth > max_depth:
-        problems.append(f"depth {depth} > {max_depth}")
+        problems["too_deep"] = f"depth {depth} > {max_depth}"
     if nparams < 1:
-        problems.append("no free parameters (not variational)")
+        problems["no_parameters"] = "no free parameters in any gate angle (not variational)"
     counts = gate_counts(flat)
-    v = Verification(verification_pass=not problems, num_qubits_found=circuit.num_qubits, depth=depth,
+    failure = next((k for k in VERIFICATION_FAILURES if k in problems), None)
+    v = Verification(verification_pass=failure is None, num_qubits_found=circuit.num_qubits, depth=depth,
                      num_parameters=nparams, gate_counts=counts,
                      constraint_satisfied=constraint_satisfied(constraint, flat, depth, counts),
-                     error="; ".join(problems) or None)
+                     error="; ".join(problems[k] for k in VERIFICATION_FAILURES if k in problems) or None,
+                     failure=failure)
     return v, flat

@@ -1,6 +1,7 @@
 """Verification rules and the sandbox, on hand-written replies scored in ONE run (hostile ones included)."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -81,6 +82,9 @@ def scored(tmp_path_factory):
     threading.Thread(target=accept_loop, args=(unix_listener,), daemon=True).start()
     # a process holding the key in its environment and command line, as `run --api-key` would
     holder = subprocess.Popen(["sleep", "300", SECRET], env={"OPENAI_API_KEY": SECRET, "PATH": "/usr/bin:/bin"})
+    # a secret in the home directory (where credentials live), readable by its owner
+    canary = Path.home() / f".qm-canary-{os.getpid()}"
+    canary.write_text(SECRET)
     valid = rycx(4)
     too_deep = "from qiskit import QuantumCircuit\nfrom qiskit.circuit import Parameter\nqc = QuantumCircuit(4)\n" \
                "p = Parameter('p')\nfor _ in range(60):\n    qc.ry(p, 0)\n"
@@ -128,7 +132,7 @@ def scored(tmp_path_factory):
         "read_secrets": fence("import os\nraise RuntimeError('ENV=' + repr(dict(os.environ)) + open('/proc/self/environ').read()"
                               ")\n"),
         "read_init_env": fence("raise RuntimeError(open('/proc/1/environ').read())\n"),
-        "read_home": fence("print(open('/root/.bashrc').read())\n" + valid),
+        "read_home": fence(f"print(open({str(canary)!r}).read())\n" + valid),
         "read_parent_env": fence(f"raise RuntimeError(open('/proc/{holder.pid}/environ').read())\n"),
         "read_parent_cmdline": fence(f"raise RuntimeError(open('/proc/{holder.pid}/cmdline').read())\n"),
     }
@@ -150,6 +154,7 @@ def scored(tmp_path_factory):
     ctx["victim_text"] = victim.read_text() if victim.exists() else None
     ctx["hidden_listing"] = sorted(p.name for p in hidden.iterdir())
     shutil.rmtree(shared)
+    canary.unlink()
     os.environ.pop("OPENAI_API_KEY")
     os.environ.pop("VLLM_API_KEY")
     return yield_value
@@ -158,7 +163,9 @@ def scored(tmp_path_factory):
 def test_every_reply_scored_in_one_run(scored):
     results, ctx = scored
     assert len(results) == 33
-    assert all("verification_pass" in r and "error" in r for r in results.values())
+    # the judge decided every reply (no judge error), and a failure kind is given exactly when it did not verify
+    for k, r in results.items():
+        assert r["judge_error"] is None and (r["failure"] is None) == (r["verification_pass"] is True), (k, r)
     # 2 workers, two 4 s timeouts: the run is bounded, not hung by the hostile cases
     assert ctx["elapsed"] < 60
 
@@ -173,6 +180,8 @@ def test_valid_and_rules(scored):
     assert r["valid_measured"]["verification_pass"] and r["valid_measured"]["depth"] == 5
     assert r["valid_measured"]["constraint_satisfied"] is None
     assert not r["wrong_size"]["verification_pass"] and "3 qubits, expected 4" in r["wrong_size"]["error"]
+    assert r["wrong_size"]["failure"] == "wrong_qubits" and r["too_deep"]["failure"] == "too_deep"
+    assert r["not_variational"]["failure"] == "no_parameters" and r["syntax_error"]["failure"] == "syntax_error"
     assert r["wrong_size"]["bp_free"] is None
     assert not r["too_deep"]["verification_pass"] and r["too_deep"]["depth"] == 60
     assert not r["not_variational"]["verification_pass"] and "no free parameters" in r["not_variational"]["error"]
@@ -227,8 +236,9 @@ def test_huge_print_capped(scored):
 def test_fork_storm_contained_and_reaped(scored):
     r, ctx = scored
     assert r["fork_storm"]["syntax_valid"]
-    forked = int((r["fork_storm"].get("stdout_tail") or "forked 0").split()[-1])
-    assert forked < 64  # pids cgroup (or RLIMIT_NPROC for a non-root sandbox uid) binds
+    printed = re.search(r"forked (\d+)", r["fork_storm"].get("stdout_tail") or "")
+    assert printed, r["fork_storm"]  # the storm ran to its end and reported how many forks succeeded
+    assert int(printed.group(1)) < 64  # pids cgroup (or RLIMIT_NPROC for a non-root sandbox uid) binds
     assert ctx["leftover_pids"] == []  # PID-namespace teardown killed every sleeper
 
 
@@ -243,12 +253,15 @@ def test_no_network(scored):
 
 def test_no_secrets_visible(scored):
     r, _ = scored
-    for k in ("read_secrets", "read_parent_env", "read_parent_cmdline", "read_init_env"):
-        assert SECRET not in (r[k]["error"] or "") + (r[k].get("stderr_tail") or "")
+    for k in ("read_secrets", "read_parent_env", "read_parent_cmdline", "read_init_env", "read_home"):
+        assert r[k]["syntax_valid"] is True, k  # it ran: a failure below is the isolation's, not a typo's
+        assert SECRET not in (r[k]["error"] or "") + (r[k].get("stderr_tail") or "") + (r[k].get("stdout_tail") or "")
     assert "ENV={" in r["read_secrets"]["error"]  # it did run and read its (scrubbed) environment
+    assert "RuntimeError" in r["read_init_env"]["error"]  # it read /proc/1/environ (its own PID 1) and raised it
     for k in ("read_parent_env", "read_parent_cmdline"):  # own /proc: host processes are not there
-        assert "FileNotFoundError" in r[k]["error"] or "Permission" in r[k]["error"]
-    assert "Permission" in r["read_home"]["error"] or "FileNotFound" in r["read_home"]["error"]
+        assert re.match(r"(FileNotFoundError|PermissionError): .*/proc/\d+/", r[k]["error"]), r[k]["error"]
+    # the canary exists on the host (the fixture wrote it), so a FileNotFoundError means it is hidden
+    assert re.match(r"(FileNotFoundError|PermissionError): .*\.qm-canary-", r["read_home"]["error"]), r["read_home"]
 
 
 def test_score_reply_single():

@@ -121,3 +121,21 @@ def test_vqe_reaches_ground_state_with_expressive_ansatz():
     exec(rycx(4), ns)  # real amplitudes, 1 layer: cannot reach the Heisenberg singlet-like ground state
     hh = get_hamiltonian("heisenberg", 4)
     assert barren.run_vqe(ns["qc"], hh.operator, hh.ground_energy, starts=2).energy_error > 0.1
+
+
+@pytest.mark.parametrize("angle", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_fixed_angle_is_an_error(angle):
+    qc = QuantumCircuit(2)
+    qc.ry(Parameter("a"), 0)
+    qc.ry(angle, 1)
+    with pytest.raises(simulator.NonFiniteAngle, match="not a finite real number"):
+        simulator.compile_circuit(qc)
+
+
+def test_complex_coefficient_in_an_expression_is_an_error():
+    """Never reduced to its real part (RY((1+1j) a) is not unitary; qiskit accepts the expression)."""
+    a = Parameter("a")
+    qc = QuantumCircuit(1)
+    qc.ry((1 + 1j) * a, 0)
+    with pytest.raises(simulator.NonFiniteAngle):
+        simulator.compile_circuit(qc)
