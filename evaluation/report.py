@@ -51,7 +51,21 @@ def summarize(results: list[dict], thresholds: Thresholds) -> dict[str, Any]:
             kind = str(r["error"]).split(":")[0][:60]
             errors[kind] = errors.get(kind, 0) + 1
     s["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:15])
+    s.update(failure_summary(results))
     return s
+
+
+def failure_summary(results: list[dict]) -> dict[str, Any]:
+    """`failures`: kind -> count over the replies that failed (docs/evaluation.md, "failure"), most common
+    first; `api_drift_rate`: percent of all replies whose code used an API that Qiskit removed
+    (`removed_apis` not empty); `removed_apis`: API name -> number of replies using it."""
+    from collections import Counter
+
+    kinds = Counter(str(r["failure"]) for r in results if r.get("failure"))
+    used = Counter(name for r in results for name in (r.get("removed_apis") or []))
+    return {"failures": dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "api_drift_rate": _pct(sum(bool(r.get("removed_apis")) for r in results), len(results)),
+            "removed_apis": dict(sorted(used.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def write_results(out_dir: Path, results: list[dict]) -> Path:
@@ -74,6 +88,7 @@ def write_validation_log(out_dir: Path, summary: dict, *, model: str | None, end
         "by_hamiltonian": summary["by_hamiltonian"], "by_num_qubits": summary["by_num_qubits"],
         "errors": summary["errors"],
     })
+    log.update({k: summary[k] for k in ("failures", "api_drift_rate", "removed_apis") if k in summary})
     log.update(extra or {})
     path = out_dir / "validation_log.yaml"
     path.write_text(yaml.safe_dump(log, sort_keys=False))
@@ -155,13 +170,51 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
             brk.append([str(g), str(s["num_tests"]), f"{s['syntax_rate']:.1f}", f"{s['verification_rate']:.1f}",
                         f"{s['bp_free_rate']:.1f}"])
     errs = "\n".join(f"- {k}: {v}" for k, v in summary["errors"].items()) or "- none"
+    fails = _failures_section(summary)
     text = (f"# Evaluation report\n\nModel: `{model}`  \nEndpoint: `{endpoint}`  \nReplies: {summary['num_tests']}  \n"
             f"Result: **{'PASSED' if summary['passed'] else 'FAILED'}** (all three targets must be met)\n\n"
             f"{_table(rows)}\n![rates](rates.png)\n\n## Breakdown\n\n{_table(brk)}\n![breakdown](breakdown.png)\n\n"
-            f"## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
+            f"{fails}## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
     path = out_dir / "report.md"
     path.write_text(text)
     return path
+
+
+def _failures_section(summary: dict) -> str:
+    """report.md's "Failures" section: the failure kinds and the API drift."""
+    if "failures" not in summary:
+        return ""
+    rows = [["failure", "replies"]] + [[k, str(v)] for k, v in summary["failures"].items()]
+    kinds = _table(rows) if len(rows) > 1 else "No reply failed.\n"
+    apis = ", ".join(f"`{k}` ({v})" for k, v in (summary.get("removed_apis") or {}).items()) or "none"
+    return (f"## Failures\n\n{kinds}\nAPI drift: **{summary['api_drift_rate']:.1f} %** of replies use an API "
+            f"that Qiskit removed ({apis}).\n\n")
+
+
+def compare_failures(a: dict, b: dict) -> tuple[list[list[str]], dict[str, Any]]:
+    """Rows for the comparison table (API drift, then each failure kind, as percent of replies) and the
+    same numbers for comparison.yaml; a run logged before `failures` existed shows "-"."""
+    rows: list[list[str]] = []
+    out: dict[str, Any] = {}
+    if "api_drift_rate" in a or "api_drift_rate" in b:
+        va, vb = a.get("api_drift_rate"), b.get("api_drift_rate")
+        rows.append(["API drift (removed APIs) %", _fmt(va), _fmt(vb), _change(va, vb)])
+        out["api_drift_rate"] = {"a": va, "b": vb, "change": None if None in (va, vb) else round(vb - va, 2)}
+    fa, fb = a.get("failures") or {}, b.get("failures") or {}
+    for kind in sorted(set(fa) | set(fb), key=lambda k: -(fa.get(k, 0) + fb.get(k, 0))):
+        pa = _pct(fa.get(kind, 0), int(a.get("num_tests") or 0)) if "failures" in a else None
+        pb = _pct(fb.get(kind, 0), int(b.get("num_tests") or 0)) if "failures" in b else None
+        rows.append([f"failure: {kind} %", _fmt(pa), _fmt(pb), _change(pa, pb)])
+        out[kind] = {"a": fa.get(kind, 0), "b": fb.get(kind, 0)}
+    return rows, out
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{float(v):.1f}"
+
+
+def _change(va: float | None, vb: float | None) -> str:
+    return "" if va is None or vb is None else f"{float(vb) - float(va):+.1f}"
 
 
 def load_run(run_dir: Path) -> dict:
@@ -191,6 +244,8 @@ def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str,
         rows.append([name, f"{va:.1f}", f"{vb:.1f}", f"{vb - va:+.1f}"])
         comp["metrics"][mk] = {"a": va, "b": vb, "change": round(vb - va, 2)}
     rows.append(["passed", str(a.get("passed")), str(b.get("passed")), ""])
+    failure_rows, comp["failures"] = compare_failures(a, b)  # API drift and failure kinds, A vs B
+    rows.extend(failure_rows)
     comp["b_better_verification"] = comp["metrics"]["verification_rate"]["change"] > 0
     (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
     (out_dir / "report.md").write_text(

@@ -13,9 +13,11 @@ from dataclasses import asdict
 from typing import Any, Iterable
 
 from evaluation.defaults import BP_NUM_SAMPLES, MAX_DEPTH
-from evaluation.extract import extract_code, syntax_ok  # syntax_ok re-exported: defined once, in extract
+from evaluation.extract import extract_code, extract_program, syntax_ok  # noqa: F401 (re-exported)
+from evaluation.failures import finish_failure
 from evaluation.prompts import HAMILTONIANS
 from evaluation.sandbox import SandboxLimits, run_jobs
+from evaluation.stack import modules_used
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ RESULT_FIELDS = ("code", "syntax_valid", "verification_pass", "bp_free", "num_qu
                  "num_parameters", "gate_counts", "constraint_satisfied", "bp_variance", "energy_error", "error")
 _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energy", "sys_exit",
                  "exec_seconds", "stdout_tail", "stderr_tail")
+# Why a reply failed (evaluation.failures; docs/evaluation.md, "failure") and how its code was put together.
+FAILURE_FIELDS = ("failure", "removed_api_name", "removed_in", "removed_apis", "code_rule", "fallback",
+                  "whole_answer_error")
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
@@ -66,13 +71,16 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
     for i, rec in enumerate(records):
         _validate_record(rec)
         res = _base_result(rec)
-        code = extract_code(rec.get("reply") or "")
+        program = extract_program(rec.get("reply") or "")
+        code = program.code
         res["code"] = code
+        res["code_rule"] = program.rule
         ok, err = syntax_ok(code)
         res["syntax_valid"] = ok
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
-                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
+                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe,
+                         "fallbacks": program.fallbacks})
         else:
             res["error"] = err
         results.append(res)
@@ -82,11 +90,16 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
                                "seed": seed, "max_depth": max_depth}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
+        cfg["preload_modules"] = modules_used(c for job in jobs for c in (job["code"], *job["fallbacks"]))
         for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
             res = results[job_id]
-            for k in RESULT_FIELDS + _EXTRA_FIELDS:
+            for k in RESULT_FIELDS + _EXTRA_FIELDS + FAILURE_FIELDS:
                 if k in out and k != "code":
                     res[k] = out[k]
             if not res.get("verification_pass"):
                 res["bp_free"] = None
+    by_id = {job["id"]: job for job in jobs}
+    for i, res in enumerate(results):
+        finish_failure(res, by_id.get(i, {}).get("fallbacks") or [], expected_qubits=int(records[i]["num_qubits"]),
+                       max_depth=max_depth)
     return results

@@ -15,25 +15,28 @@ PREFERRED_NAMES = ("qc", "circuit", "ansatz")
 QUBIT_ARG_NAMES = ("n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq")
 _IGNORED = {"barrier", "delay"}
 _DECOMPOSE_ROUNDS = 20
+CALL_KEYWORDS = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
 MINIMAL_DEPTH_LIMIT = 25  # "Minimize circuit depth": half the verification limit
 
 
-def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
-    """Rule: module-level `qc`, `circuit`, `ansatz` (in that order); else the last module-level
-    QuantumCircuit defined; else call the reply's own functions: zero-argument ones first, then
-    one-argument ones whose parameter is named like a qubit count (given the prompt's count), in
-    definition order, preferring names containing circuit/ansatz/create/build; first that returns a
-    QuantumCircuit wins. Returns (circuit, how it was found)."""
-    for name in PREFERRED_NAMES:
-        if isinstance(namespace.get(name), QuantumCircuit):
-            return namespace[name], f"variable {name}"
-    circuits = [(k, v) for k, v in namespace.items() if isinstance(v, QuantumCircuit) and not k.startswith("__")]
-    if circuits:
-        return circuits[-1][1], f"variable {circuits[-1][0]}"
+def _is_copy(circuit: QuantumCircuit) -> bool:
+    """A transpiled copy (it carries a layout): the device-sized version of a circuit the reply built."""
+    return getattr(circuit, "layout", None) is not None
+
+
+def _variable_rank(name: str, circuit: QuantumCircuit, order: int) -> tuple:
+    """Sort key, best first: free parameters, not a transpiled copy, the names qc/circuit/ansatz in
+    that order, then the later definition."""
+    named = PREFERRED_NAMES.index(name) if name in PREFERRED_NAMES else len(PREFERRED_NAMES)
+    return (circuit.num_parameters == 0, _is_copy(circuit), named, -order)
+
+
+def _call_candidates(namespace: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    """The reply's own functions worth calling, in the order they are tried: (name, function, arity)."""
     funcs = [(k, v) for k, v in namespace.items()
              if inspect.isfunction(v) and getattr(v, "__module__", None) == namespace.get("__name__")]
-    keywords = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
-    funcs.sort(key=lambda kv: not any(w in kv[0].lower() for w in keywords))
+    funcs.sort(key=lambda kv: not any(w in kv[0].lower() for w in CALL_KEYWORDS))
+    out = []
     for args_wanted in (0, 1):
         for name, fn in funcs:
             try:
@@ -46,14 +49,47 @@ def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[Quant
                 continue
             if args_wanted == 1 and required[0].name.lower() not in QUBIT_ARG_NAMES:
                 continue
-            try:
-                out = fn() if args_wanted == 0 else fn(expected_qubits)
-            except Exception:
-                continue
-            if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
-                out = out[0]
-            if isinstance(out, QuantumCircuit):
-                return out, f"call {name}()"
+            out.append((name, fn, args_wanted))
+    return out
+
+
+def _call(fn: Any, arity: int, expected_qubits: int) -> QuantumCircuit | None:
+    try:
+        out = fn() if arity == 0 else fn(expected_qubits)
+    except Exception:
+        return None
+    if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
+        out = out[0]
+    return out if isinstance(out, QuantumCircuit) else None
+
+
+def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
+    """The circuit the reply built (docs/evaluation.md, "Circuit choice"). First match wins:
+    1. a module-level QuantumCircuit with free parameters (several: not a transpiled copy, then the
+       names qc, circuit, ansatz in that order, then the last defined);
+    2. a circuit with free parameters returned by one of the reply's own functions: zero-argument ones
+       first, then one-argument ones whose parameter is named like a qubit count (called with the
+       prompt's count), names containing circuit/ansatz/create/build/... first, then definition order;
+    3. without free parameters anywhere, the same two steps for circuits without parameters (so a
+       bound copy or numeric angles are found, and fail verification as `no_parameters`).
+    Returns (circuit, how it was found): "variable NAME" or "call NAME()"."""
+    variables = [(k, v, i) for i, (k, v) in enumerate(namespace.items())
+                 if isinstance(v, QuantumCircuit) and not k.startswith("__")]
+    variables.sort(key=lambda kvi: _variable_rank(*kvi))
+    if variables and variables[0][1].num_parameters > 0:
+        return variables[0][1], f"variable {variables[0][0]}"
+    unbound_call = None
+    for name, fn, arity in _call_candidates(namespace):
+        out = _call(fn, arity, expected_qubits)
+        if out is None:
+            continue
+        if out.num_parameters > 0:
+            return out, f"call {name}()"
+        unbound_call = unbound_call or (out, f"call {name}()")
+    if variables:
+        return variables[0][1], f"variable {variables[0][0]}"
+    if unbound_call is not None:
+        return unbound_call
     return None, "no QuantumCircuit found"
 
 
