@@ -32,6 +32,9 @@ def preload() -> None:
             sparse_matrix(key, n)
 
 
+SERIALISE_ERROR = "circuit could not be serialised: "
+
+
 def collect(namespace: dict, job: dict, header: dict) -> None:
     """In G: the circuit the reply built, as base64 QPY in header["qpy"]. When the whole answer raised
     or left no circuit, the job's `fallbacks` (single fences) run here one by one, each in a fresh
@@ -60,7 +63,7 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             qpy.dump(circuit, buf)
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
-            header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
+            header["exec_error"] = SERIALISE_ERROR + short_exc(exc)
 
 
 def _find(namespace: dict, job: dict, header: dict):
@@ -91,7 +94,7 @@ def exec_failure(error: str, code: str | None) -> dict:
     reply's code raised."""
     from evaluation.failures import classify_exec_error, removed_api_of
 
-    kind = classify_exec_error(error, code)
+    kind = "invalid_circuit" if error.startswith(SERIALISE_ERROR) else classify_exec_error(error, code)
     out: dict[str, Any] = {"failure": kind}
     if kind == "removed_api":
         use = removed_api_of(error, code)
@@ -133,12 +136,14 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
         circuit = circuits[0]
     except Exception as exc:  # noqa: BLE001
         out["error"] = "invalid QPY from the reply process: " + short_exc(exc)
+        out["failure"] = "invalid_circuit"
         return out
     n = int(job["num_qubits"])
     try:
         ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", MAX_DEPTH))
     except Exception as exc:  # noqa: BLE001
         out["error"] = "verification failed: " + short_exc(exc)
+        out["failure"] = "invalid_circuit"
         return out
     out.update(asdict(ver))
     if not ver.verification_pass:

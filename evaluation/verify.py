@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -53,11 +54,32 @@ def _call_candidates(namespace: dict[str, Any]) -> list[tuple[str, Any, int]]:
     return out
 
 
-def _call(fn: Any, arity: int, expected_qubits: int) -> QuantumCircuit | None:
+def _call(fn: Any, arity: int, expected_qubits: int, namespace: dict[str, Any],
+          captured: list[tuple[str, QuantumCircuit, str]]) -> QuantumCircuit | None:
+    """Call one of the reply's functions; its return value if that is a circuit (or a tuple starting with
+    one). Circuits left in the local variables of the reply's own frames (a `main()` that builds and
+    prints) are appended to `captured` as (variable, circuit, function name)."""
+
+    def local_tracer(frame, event, arg):  # noqa: ARG001
+        if event == "return":
+            captured.extend((k, v, frame.f_code.co_name) for k, v in frame.f_locals.items()
+                            if isinstance(v, QuantumCircuit))
+        return local_tracer
+
+    def tracer(frame, event, arg):  # noqa: ARG001 - only the reply's frames are traced, never qiskit's
+        if frame.f_globals is not namespace:
+            return None
+        frame.f_trace_lines = False
+        return local_tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
     try:
         out = fn() if arity == 0 else fn(expected_qubits)
     except Exception:
         return None
+    finally:
+        sys.settrace(previous)
     if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
         out = out[0]
     return out if isinstance(out, QuantumCircuit) else None
@@ -70,26 +92,35 @@ def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[Quant
     2. a circuit with free parameters returned by one of the reply's own functions: zero-argument ones
        first, then one-argument ones whose parameter is named like a qubit count (called with the
        prompt's count), names containing circuit/ansatz/create/build/... first, then definition order;
-    3. without free parameters anywhere, the same two steps for circuits without parameters (so a
+    3. a circuit with free parameters left in a local variable of those calls (e.g. built in `main()`),
+       ranked as in 1;
+    4. without free parameters anywhere, the same three steps for circuits without parameters (so a
        bound copy or numeric angles are found, and fail verification as `no_parameters`).
-    Returns (circuit, how it was found): "variable NAME" or "call NAME()"."""
+    Returns (circuit, how it was found): "variable NAME", "call NAME()" or "local NAME in FUNC()"."""
     variables = [(k, v, i) for i, (k, v) in enumerate(namespace.items())
                  if isinstance(v, QuantumCircuit) and not k.startswith("__")]
     variables.sort(key=lambda kvi: _variable_rank(*kvi))
     if variables and variables[0][1].num_parameters > 0:
         return variables[0][1], f"variable {variables[0][0]}"
     unbound_call = None
+    captured: list[tuple[str, QuantumCircuit, str]] = []
     for name, fn, arity in _call_candidates(namespace):
-        out = _call(fn, arity, expected_qubits)
+        out = _call(fn, arity, expected_qubits, namespace, captured)
         if out is None:
             continue
         if out.num_parameters > 0:
             return out, f"call {name}()"
         unbound_call = unbound_call or (out, f"call {name}()")
+    locals_ = sorted(((k, v, i, fn) for i, (k, v, fn) in enumerate(captured)),
+                     key=lambda c: _variable_rank(c[0], c[1], c[2]))
+    if locals_ and locals_[0][1].num_parameters > 0:
+        return locals_[0][1], f"local {locals_[0][0]} in {locals_[0][3]}()"
     if variables:
         return variables[0][1], f"variable {variables[0][0]}"
     if unbound_call is not None:
         return unbound_call
+    if locals_:
+        return locals_[0][1], f"local {locals_[0][0]} in {locals_[0][3]}()"
     return None, "no QuantumCircuit found"
 
 
