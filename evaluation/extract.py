@@ -143,7 +143,7 @@ def extract_program(reply: str | None) -> Extraction:
         return Extraction(fallback, [], "qiskit lines")
     if "<|im_start|>assistant" in reply:
         tail = reply.split("<|im_start|>assistant")[-1].strip() or None
-        return Extraction(tail, [], "reply")
+        return Extraction(tail, [], "after <|im_start|>assistant")
     if blocks:  # only other languages (bash, json, ...) or printed output: nothing to run
         return Extraction(None, [], "no code")
     return Extraction(reply.strip(), [], "reply")
