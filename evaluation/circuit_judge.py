@@ -38,7 +38,8 @@ SERIALISE_ERROR = "circuit could not be serialised: "
 def collect(namespace: dict, job: dict, header: dict) -> None:
     """In G: the circuit the reply built, as base64 QPY in header["qpy"]. When the whole answer raised
     or left no circuit, the job's `fallbacks` (single fences) run here one by one, each in a fresh
-    namespace; the first that leaves a circuit is judged (header["fallback"]: its index)."""
+    namespace; the first that leaves a circuit with the prompt's qubit count and free parameters is
+    judged (header["fallback"]: its index); otherwise the whole answer's own failure stands."""
     from qiskit import qpy
 
     circuit, how = None, "not searched"
@@ -52,7 +53,10 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
                 continue
             probe: dict = {}
             found, found_how = _find(ns, job, probe)
-            if found is not None:
+            # A fallback only stands in for the whole answer if it could pass: the prompt's qubit count
+            # and free parameters (a 2-qubit toy example next to a broken answer does not).
+            if (found is not None and found.num_qubits == int(job["num_qubits"])
+                    and found.num_parameters > 0):
                 circuit, how = found, found_how
                 header.update(exec_error=None, fallback=i, whole_answer_error=str(first_error)[:300])
                 break

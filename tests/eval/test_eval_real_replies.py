@@ -75,7 +75,7 @@ def test_summary_counts_failures_and_api_drift(scored):
     assert s["failures"] == dict(want)
     drift = sum(bool(c["failure"] == "removed_api" or c["id"] == "l42_alternatives_one_removed") for c in CORPUS)
     assert s["api_drift_rate"] == pytest.approx(100 * drift / len(CORPUS), abs=0.01)
-    assert s["removed_apis"]["qiskit.execute"] == 2  # l04 and l42
+    assert s["removed_apis"]["qiskit.execute"] == 3  # l04, l42 and l67
     passed = [r for r in results if r["verification_pass"]]  # of these, only l42 uses a removed API
     rows, comp = compare_failures(s, summarize(passed, Thresholds()))
     assert rows[0][0].startswith("API drift")
