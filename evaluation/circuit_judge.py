@@ -36,18 +36,34 @@ def preload() -> None:
             sparse_matrix(key, n)
 
 
-def collect(namespace: dict, job: dict, header: dict) -> None:
-    """In G: the circuit the reply built, as base64 QPY in header["qpy"]."""
-    from qiskit import qpy
+SERIALISE_ERROR = "circuit could not be serialised: "
 
-    from evaluation.verify import find_circuit
+
+def collect(namespace: dict, job: dict, header: dict) -> None:
+    """In G: the circuit the reply built, as base64 QPY in header["qpy"]. When the whole answer raised
+    or left no circuit, the job's `fallbacks` (single fences) run here one by one, each in a fresh
+    namespace; the first that leaves a circuit with the prompt's qubit count and free parameters is
+    judged (header["fallback"]: its index); otherwise the whole answer's own failure stands."""
+    from qiskit import qpy
 
     circuit, how = None, "not searched"
     if header.get("exec_error") is None:
-        try:
-            circuit, how = find_circuit(namespace, int(job["num_qubits"]))
-        except BaseException as exc:  # noqa: BLE001
-            header["exec_error"] = short_exc(exc)
+        circuit, how = _find(namespace, job, header)
+    if circuit is None and job.get("fallbacks"):
+        first_error = header.get("exec_error") or how
+        for i, code in enumerate(job["fallbacks"]):
+            ns, error = _run_fallback(code)
+            if error is not None:
+                continue
+            probe: dict = {}
+            found, found_how = _find(ns, job, probe)
+            # A fallback only stands in for the whole answer if it could pass: the prompt's qubit count
+            # and free parameters (a 2-qubit toy example next to a broken answer does not).
+            if (found is not None and found.num_qubits == int(job["num_qubits"])
+                    and found.num_parameters > 0):
+                circuit, how = found, found_how
+                header.update(exec_error=None, fallback=i, whole_answer_error=str(first_error)[:300])
+                break
     header["found_by"] = how
     if circuit is not None:
         buf = io.BytesIO()
@@ -55,7 +71,44 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             qpy.dump(circuit, buf)
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
-            header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
+            header["exec_error"] = SERIALISE_ERROR + short_exc(exc)
+
+
+def _find(namespace: dict, job: dict, header: dict):
+    from evaluation.verify import find_circuit
+
+    try:
+        return find_circuit(namespace, int(job["num_qubits"]))
+    except BaseException as exc:  # noqa: BLE001
+        header["exec_error"] = short_exc(exc)
+        return None, "not searched"
+
+
+def _run_fallback(code: str) -> tuple[dict, str | None]:
+    """Runs one fallback fence as the sandbox ran the reply (a `__main__` module; sys.exit() is not an
+    error). Returns (namespace, the exception as "Type: message" or None)."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "__file__": "reply.py"}
+    try:
+        exec(compile(code, "reply.py", "exec", dont_inherit=True), namespace)
+    except SystemExit:
+        pass
+    except BaseException as exc:  # noqa: BLE001 - the reply's own failure
+        return namespace, short_exc(exc)
+    return namespace, None
+
+
+def exec_failure(error: str, code: str | None) -> dict:
+    """`failure` (and, for a removed API, `removed_api_name` and `removed_in`) of an exception the
+    reply's code raised."""
+    from evaluation.failures import classify_exec_error, removed_api_of
+
+    kind = "invalid_circuit" if error.startswith(SERIALISE_ERROR) else classify_exec_error(error, code)
+    out: dict[str, Any] = {"failure": kind}
+    if kind == "removed_api":
+        use = removed_api_of(error, code)
+        if use is not None:
+            out.update(removed_api_name=use.name, removed_in=use.removed_in)
+    return out
 
 
 # Fault injection for tests (cfg["_fault_judge"] = {job id: fault}); the client sets it only when
@@ -125,9 +178,12 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
         out["sys_exit"] = str(header["exit"])[:200]
     if header.get("exec_error"):
         out["error"] = str(header["exec_error"])[:300]
-        out["failure"] = classify_exec_error(out["error"]) or "runtime_error"
+        out.update(exec_failure(out["error"], job.get("code")))
         return out
     out["found_by"] = str(header.get("found_by"))[:100]
+    if isinstance(header.get("fallback"), int) and not isinstance(header.get("fallback"), bool):
+        out["fallback"] = header["fallback"]
+        out["whole_answer_error"] = str(header.get("whole_answer_error"))[:300]
     payload = header.get("qpy")
     if not isinstance(payload, str):
         found_by = str(header.get("found_by") or NOT_FOUND)

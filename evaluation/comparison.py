@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from evaluation import stats
-from evaluation.report import METRICS, Thresholds, _plt, _table, fmt_rate, load_run, scored
+from evaluation.report import METRICS, Thresholds, _pct, _plt, _table, fmt_rate, load_run, scored
 
 HUMANEVAL_LOG = "humaneval_log.yaml"
 BOOTSTRAP_SEED = 0
@@ -160,6 +160,8 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     comp["metrics"]["constraint_rate"] = {"a": va, "b": vb, "change": _change(va, vb)}
     rows.append(["Constraint satisfied", fmt_rate(va), fmt_rate(vb), _fmt_change(_change(va, vb)), "", ""])
     rows.append(["passed", str(a.get("passed")), str(b.get("passed")), "", "", ""])
+    failure_rows, comp["failures"] = compare_failures(a, b)  # API drift and failure kinds, A vs B
+    rows.extend(row + ["", ""] for row in failure_rows)
     ver = comp["metrics"]["verification_rate"]
     comp["b_better_verification"] = (ver["change"] or 0) > 0
     comp["b_better"] = comp["b_better_verification"]
@@ -186,6 +188,24 @@ METHOD_NOTE = (
     "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
     "p < 0.05. The prompts needed come from Connor (1987, Biometrics 43:207-211) at the observed discordant "
     "proportions, 80 % power, alpha = 0.05. See docs/evaluation.md.")
+
+
+def compare_failures(a: dict, b: dict) -> tuple[list[list[str]], dict[str, Any]]:
+    """Rows for the comparison table (API drift, then each failure kind, as percent of replies) and the
+    same numbers for comparison.yaml; a run logged before `failures` existed shows "n/a"."""
+    rows: list[list[str]] = []
+    out: dict[str, Any] = {}
+    if "api_drift_rate" in a or "api_drift_rate" in b:
+        va, vb = a.get("api_drift_rate"), b.get("api_drift_rate")
+        rows.append(["API drift (removed APIs) %", fmt_rate(va), fmt_rate(vb), _fmt_change(_change(va, vb))])
+        out["api_drift_rate"] = {"a": va, "b": vb, "change": _change(va, vb)}
+    fa, fb = a.get("failures") or {}, b.get("failures") or {}
+    for kind in sorted(set(fa) | set(fb), key=lambda k: -(fa.get(k, 0) + fb.get(k, 0))):
+        pa = _pct(fa.get(kind, 0), int(a.get("num_tests") or 0)) if "failures" in a else None
+        pb = _pct(fb.get(kind, 0), int(b.get("num_tests") or 0)) if "failures" in b else None
+        rows.append([f"failure: {kind} %", fmt_rate(pa), fmt_rate(pb), _fmt_change(_change(pa, pb))])
+        out[kind] = {"a": fa.get(kind, 0), "b": fb.get(kind, 0)}
+    return rows, out
 
 
 def _rate(log: dict, key: str) -> float | None:

@@ -68,17 +68,27 @@ def summarize(results: list[dict], thresholds: Thresholds) -> dict[str, Any]:
     sizes = sorted({int(r["num_qubits"]) for r in results if r.get("num_qubits") is not None})
     s["by_num_qubits"] = {n: _rates([r for r in results if r.get("num_qubits") == n]) for n in sizes}
     errors: dict[str, int] = {}
-    failures: dict[str, int] = {}
     for r in filter(scored, results):
         if r.get("error"):
             kind = str(r["error"]).split(":")[0][:60]
             errors[kind] = errors.get(kind, 0) + 1
-        if r.get("failure"):
-            failures[str(r["failure"])] = failures.get(str(r["failure"]), 0) + 1
     s["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:15])
-    s["failures"] = dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])))
+    s.update(failure_summary(list(filter(scored, results))))
     s["bp_unsupported"] = sum(r.get("bp_status") == "unsupported" for r in filter(scored, results))
     return s
+
+
+def failure_summary(results: list[dict]) -> dict[str, Any]:
+    """`failures`: kind -> count over the replies that failed (docs/evaluation.md, "failure"), most common
+    first; `api_drift_rate`: percent of all replies whose code used an API that Qiskit removed
+    (`removed_apis` not empty); `removed_apis`: API name -> number of replies using it."""
+    from collections import Counter
+
+    kinds = Counter(str(r["failure"]) for r in results if r.get("failure"))
+    used = Counter(name for r in results for name in (r.get("removed_apis") or []))
+    return {"failures": dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "api_drift_rate": _pct(sum(bool(r.get("removed_apis")) for r in results), len(results)),
+            "removed_apis": dict(sorted(used.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def finite_or_null(value: Any) -> Any:
@@ -114,6 +124,7 @@ def write_validation_log(out_dir: Path, summary: dict, *, model: str | None, end
         "by_hamiltonian": summary["by_hamiltonian"], "by_num_qubits": summary["by_num_qubits"],
         "errors": summary["errors"], "failures": summary["failures"], "bp_unsupported": summary["bp_unsupported"],
     })
+    log.update({k: summary[k] for k in ("failures", "api_drift_rate", "removed_apis") if k in summary})
     log.update(extra or {})
     path = out_dir / "validation_log.yaml"
     path.write_text(yaml.safe_dump(finite_or_null(log), sort_keys=False))
@@ -200,6 +211,7 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
             brk.append([str(g), str(s["num_tests"]), fmt_rate(s["syntax_rate"]), fmt_rate(s["verification_rate"]),
                         fmt_rate(s["bp_free_rate"])])
     errs = "\n".join(f"- {k}: {v}" for k, v in summary["errors"].items()) or "- none"
+    fails = _failures_section(summary)
     undecided = "".join(f"- {e['id']}: {e['reason']}\n" for e in summary["judge_errors"] + summary["request_errors"])
     undecided_text = (f"## Not scored ({len(summary['judge_errors'])} judge errors, "
                       f"{len(summary['request_errors'])} request errors)\n\n{undecided}\n" if undecided else "")
@@ -207,10 +219,21 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
             f"Replies: {summary['num_replies']} ({summary['num_tests']} scored)  \n"
             f"Result: **{'PASSED' if summary['passed'] else 'FAILED'}** (all three targets must be met)\n\n"
             f"{_table(rows)}\n![rates](rates.png)\n\n{undecided_text}## Breakdown\n\n{_table(brk)}\n"
-            f"![breakdown](breakdown.png)\n\n## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
+            f"![breakdown](breakdown.png)\n\n{fails}## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
     path = out_dir / "report.md"
     path.write_text(text)
     return path
+
+
+def _failures_section(summary: dict) -> str:
+    """report.md's "Failures" section: the failure kinds and the API drift."""
+    if "failures" not in summary:
+        return ""
+    rows = [["failure", "replies"]] + [[k, str(v)] for k, v in summary["failures"].items()]
+    kinds = _table(rows) if len(rows) > 1 else "No reply failed.\n"
+    apis = ", ".join(f"`{k}` ({v})" for k, v in (summary.get("removed_apis") or {}).items()) or "none"
+    return (f"## Failures\n\n{kinds}\nAPI drift: **{fmt_rate(summary['api_drift_rate'])} %** of replies use an API "
+            f"that Qiskit removed ({apis}).\n\n")
 
 
 def load_run(run_dir: Path) -> dict:

@@ -461,6 +461,9 @@ class _Running:
 def serve(cfg: dict, inp=None, out=None) -> None:
     """JSON lines in (one job each: id, kind (default "circuit"), code, and the kind's own fields),
     JSON lines out (id + the kind's result fields)."""
+    from evaluation import stack
+
+    stack.preload(cfg.get("preload_modules") or [])  # the Qiskit stack the jobs' code imports
     for kind in cfg.get("kinds") or list(JOB_KINDS):
         job_kind({"kind": kind}).preload()
     inp = inp or sys.stdin.buffer

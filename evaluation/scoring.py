@@ -13,9 +13,11 @@ from dataclasses import asdict
 from typing import Any, Iterable
 
 from evaluation.defaults import BP_NUM_SAMPLES, MAX_DEPTH
-from evaluation.extract import extract_code, syntax_ok  # syntax_ok re-exported: defined once, in extract
+from evaluation.extract import extract_code, extract_program, syntax_ok  # noqa: F401 (re-exported)
+from evaluation.failures import finish_failure
 from evaluation.prompts import HAMILTONIANS
 from evaluation.sandbox import SandboxLimits, run_jobs
+from evaluation.stack import modules_used
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ RESULT_FIELDS = ("code", "syntax_valid", "verification_pass", "bp_free", "num_qu
                  "failure", "bp_status", "judge_error", "request_error")
 _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energy", "sys_exit",
                  "exec_seconds", "stdout_tail", "stderr_tail")
+# Why a reply failed (evaluation.failures; docs/evaluation.md, "failure") and how its code was put together.
+FAILURE_FIELDS = ("failure", "removed_api_name", "removed_in", "removed_apis", "code_rule", "fallback",
+                  "whole_answer_error")
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
@@ -75,18 +80,20 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
                        request_error=str(rec.get("error") or "request failed")[:300])
             res["error"] = res["request_error"]
             continue
-        code = extract_code(rec.get("reply") or "")
+        program = extract_program(rec.get("reply") or "")
+        code = program.code
         res["code"] = code
+        res["code_rule"] = program.rule
         ok, err = syntax_ok(code)
         res["syntax_valid"] = ok
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
-                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
+                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe,
+                         "fallbacks": program.fallbacks})
             if os.environ.get(FAULTS_ENV) == "1" and rec.get("_fault_judge"):
                 faults[str(i)] = str(rec["_fault_judge"])
         else:
             res["error"] = err
-            res["failure"] = "syntax_error" if code.strip() else "no_code"
     if jobs:
         cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
                                "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
@@ -95,11 +102,16 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
             cfg["bp_threshold"] = bp_threshold
         if faults:
             cfg["_fault_judge"] = faults
+        cfg["preload_modules"] = modules_used(c for job in jobs for c in (job["code"], *job["fallbacks"]))
         for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
             res = results[job_id]
-            for k in RESULT_FIELDS + _EXTRA_FIELDS:
+            for k in RESULT_FIELDS + _EXTRA_FIELDS + FAILURE_FIELDS:
                 if k in out and k != "code":
                     res[k] = out[k]
             if not res.get("verification_pass"):
                 res["bp_free"] = None
+    by_id = {job["id"]: job for job in jobs}
+    for i, res in enumerate(results):
+        finish_failure(res, by_id.get(i, {}).get("fallbacks") or [], expected_qubits=int(records[i]["num_qubits"]),
+                       max_depth=max_depth)
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,28 +20,30 @@ _IGNORED = {"barrier", "delay"}
 _DECOMPOSE_ROUNDS = 20
 MAX_FLAT_INSTRUCTIONS = 20_000  # a depth-50 circuit on 16 qubits has at most 800 gates
 _PROBE_VALUE = 0.6180339887  # symbolic angles are evaluated here to catch nan*t, inf*t
+CALL_KEYWORDS = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
 MINIMAL_DEPTH_LIMIT = 25  # "Minimize circuit depth": half the verification limit
 NOT_FOUND = "no QuantumCircuit found"
 SEARCH_RAISED = "; the last call "  # find_circuit: NOT_FOUND + SEARCH_RAISED + "f() raised Type: message"
 
 
-def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
-    """Rule: module-level `qc`, `circuit`, `ansatz` (in that order); else the last module-level
-    QuantumCircuit defined; else call the reply's own functions: zero-argument ones first, then
-    one-argument ones whose parameter is named like a qubit count (given the prompt's count), in
-    definition order, preferring names containing circuit/ansatz/create/build; first that returns a
-    QuantumCircuit wins. Returns (circuit, how it was found)."""
-    for name in PREFERRED_NAMES:
-        if isinstance(namespace.get(name), QuantumCircuit):
-            return namespace[name], f"variable {name}"
-    circuits = [(k, v) for k, v in namespace.items() if isinstance(v, QuantumCircuit) and not k.startswith("__")]
-    if circuits:
-        return circuits[-1][1], f"variable {circuits[-1][0]}"
+def _is_copy(circuit: QuantumCircuit) -> bool:
+    """A transpiled copy (it carries a layout): the device-sized version of a circuit the reply built."""
+    return getattr(circuit, "layout", None) is not None
+
+
+def _variable_rank(name: str, circuit: QuantumCircuit, order: int) -> tuple:
+    """Sort key, best first: free parameters, not a transpiled copy, the names qc/circuit/ansatz in
+    that order, then the later definition."""
+    named = PREFERRED_NAMES.index(name) if name in PREFERRED_NAMES else len(PREFERRED_NAMES)
+    return (circuit.num_parameters == 0, _is_copy(circuit), named, -order)
+
+
+def _call_candidates(namespace: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    """The reply's own functions worth calling, in the order they are tried: (name, function, arity)."""
     funcs = [(k, v) for k, v in namespace.items()
              if inspect.isfunction(v) and getattr(v, "__module__", None) == namespace.get("__name__")]
-    keywords = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
-    funcs.sort(key=lambda kv: not any(w in kv[0].lower() for w in keywords))
-    raised = ""
+    funcs.sort(key=lambda kv: not any(w in kv[0].lower() for w in CALL_KEYWORDS))
+    out = []
     for args_wanted in (0, 1):
         for name, fn in funcs:
             try:
@@ -53,16 +56,81 @@ def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[Quant
                 continue
             if args_wanted == 1 and required[0].name.lower() not in QUBIT_ARG_NAMES:
                 continue
-            try:
-                out = fn() if args_wanted == 0 else fn(expected_qubits)
-            except Exception as exc:  # noqa: BLE001  (the reply's own error: reported if nothing is found)
-                raised = f"{SEARCH_RAISED}{name}() raised {type(exc).__name__}: {exc}"[:300]
-                continue
-            if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
-                out = out[0]
-            if isinstance(out, QuantumCircuit):
-                return out, f"call {name}()"
-    return None, NOT_FOUND + raised
+            out.append((name, fn, args_wanted))
+    return out
+
+
+def _call(fn: Any, arity: int, expected_qubits: int, namespace: dict[str, Any],
+          captured: list[tuple[str, QuantumCircuit, str]], raised: list[str]) -> QuantumCircuit | None:
+    """Call one of the reply's functions; its return value if that is a circuit (or a tuple starting with
+    one). Circuits left in the local variables of the reply's own frames (a `main()` that builds and
+    prints) are appended to `captured` as (variable, circuit, function name); what the call raised, as
+    "f() raised Type: message", to `raised` (reported when nothing is found)."""
+
+    def local_tracer(frame, event, arg):  # noqa: ARG001
+        if event == "return":
+            captured.extend((k, v, frame.f_code.co_name) for k, v in frame.f_locals.items()
+                            if isinstance(v, QuantumCircuit))
+        return local_tracer
+
+    def tracer(frame, event, arg):  # noqa: ARG001 - only the reply's frames are traced, never qiskit's
+        if frame.f_globals is not namespace:
+            return None
+        frame.f_trace_lines = False
+        return local_tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        out = fn() if arity == 0 else fn(expected_qubits)
+    except Exception as exc:  # noqa: BLE001  (the reply's own error: reported if nothing is found)
+        raised.append(f"{fn.__name__}() raised {type(exc).__name__}: {exc}")
+        return None
+    finally:
+        sys.settrace(previous)
+    if isinstance(out, tuple) and out and isinstance(out[0], QuantumCircuit):
+        out = out[0]
+    return out if isinstance(out, QuantumCircuit) else None
+
+
+def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
+    """The circuit the reply built (docs/evaluation.md, "Circuit choice"). First match wins:
+    1. a module-level QuantumCircuit with free parameters (several: not a transpiled copy, then the
+       names qc, circuit, ansatz in that order, then the last defined);
+    2. a circuit with free parameters returned by one of the reply's own functions: zero-argument ones
+       first, then one-argument ones whose parameter is named like a qubit count (called with the
+       prompt's count), names containing circuit/ansatz/create/build/... first, then definition order;
+    3. a circuit with free parameters left in a local variable of those calls (e.g. built in `main()`),
+       ranked as in 1;
+    4. without free parameters anywhere, the same three steps for circuits without parameters (so a
+       bound copy or numeric angles are found, and fail verification as `no_parameters`).
+    Returns (circuit, how it was found): "variable NAME", "call NAME()" or "local NAME in FUNC()"."""
+    variables = [(k, v, i) for i, (k, v) in enumerate(namespace.items())
+                 if isinstance(v, QuantumCircuit) and not k.startswith("__")]
+    variables.sort(key=lambda kvi: _variable_rank(*kvi))
+    if variables and variables[0][1].num_parameters > 0:
+        return variables[0][1], f"variable {variables[0][0]}"
+    unbound_call = None
+    captured: list[tuple[str, QuantumCircuit, str]] = []
+    raised: list[str] = []
+    for name, fn, arity in _call_candidates(namespace):
+        out = _call(fn, arity, expected_qubits, namespace, captured, raised)
+        if out is None:
+            continue
+        if out.num_parameters > 0:
+            return out, f"call {name}()"
+        unbound_call = unbound_call or (out, f"call {name}()")
+    locals_ = sorted(((k, v, i, fn) for i, (k, v, fn) in enumerate(captured)),
+                     key=lambda c: _variable_rank(c[0], c[1], c[2]))
+    if locals_ and locals_[0][1].num_parameters > 0:
+        return locals_[0][1], f"local {locals_[0][0]} in {locals_[0][3]}()"
+    if variables:
+        return variables[0][1], f"variable {variables[0][0]}"
+    if unbound_call is not None:
+        return unbound_call
+    if locals_:
+        return locals_[0][1], f"local {locals_[0][0]} in {locals_[0][3]}()"
+    return None, (NOT_FOUND + (SEARCH_RAISED + raised[-1] if raised else ""))[:300]
 
 
 class InvalidCircuit(ValueError):

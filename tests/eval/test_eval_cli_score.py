@@ -75,7 +75,8 @@ def test_score_writes_every_file_and_exit_codes(tmp_path):
     assert p.returncode == 1, p.stderr
     log_bad = yaml.safe_load((tmp_path / "bad" / "validation_log.yaml").read_text())
     assert log_bad["syntax_rate"] == 60.0 and log_bad["passed"] is False
-    assert log_bad["failures"] == {"syntax_error": 2} and log_bad["num_tests"] == 5
+    # a prose-only reply has no code (issue 9 taxonomy); a broken fence is a syntax error
+    assert log_bad["failures"] == {"no_code": 1, "syntax_error": 1} and log_bad["num_tests"] == 5
     # thresholds are overridable
     p = _cli("score", tmp_path / "bad.jsonl", "--out", tmp_path / "bad2", "--no-progress", "--min-syntax", "50",
              "--min-verification", "50", "--min-bp-free", "50")

@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.extract import extract_code
+from evaluation.extract import extract_code, extract_program
 from evaluation.hamiltonians import TFIM_FIELD, get_hamiltonian
 from evaluation.prompts import CONSTRAINTS, HAMILTONIANS, QUBIT_COUNTS, SYSTEM_PROMPT, build_prompts, user_prompt
 
@@ -37,11 +37,33 @@ def test_operators_and_tfim_field():
     assert get_hamiltonian("xy_chain", 8).operator.num_qubits == 8
 
 
-def test_extract_prefers_python_over_bash_and_picks_circuit_block():
+def test_extract_whole_answer_skips_bash_and_keeps_the_circuit_fence_as_fallback():
     reply = ("Install:\n```bash\npip install qiskit\n```\nImports:\n```python\nimport numpy as np\n```\n"
              "Circuit:\n```python\nfrom qiskit import QuantumCircuit\nqc = QuantumCircuit(2)\n```\n"
              "Usage:\n```python\nprint(qc)\n```\n")
-    assert extract_code(reply) == "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2)"
+    program = extract_program(reply)
+    # the python fences in order, as one file (the bash fence skipped)
+    assert program.code == "import numpy as np\n\nfrom qiskit import QuantumCircuit\nqc = QuantumCircuit(2)\n\nprint(qc)"
+    assert program.rule == "whole answer"
+    # the only fence that builds a circuit is the fallback if the whole answer fails
+    assert program.fallbacks == ["from qiskit import QuantumCircuit\nqc = QuantumCircuit(2)"]
+
+
+def test_extract_drops_fences_that_do_not_compile_only_when_a_compiling_fence_builds_the_circuit():
+    truncated_usage = ("```python\nfrom qiskit.circuit.library import efficient_su2\nansatz = efficient_su2(4)\n```\n"
+                       "Usage:\n```python\nresult = run(ansatz,\n")
+    program = extract_program(truncated_usage)
+    assert program.code == "from qiskit.circuit.library import efficient_su2\nansatz = efficient_su2(4)"
+    truncated_circuit = "```python\nimport numpy as np\n```\n```python\nfrom qiskit import QuantumCircuit\nqc = QuantumCircuit(\n"
+    assert extract_code(truncated_circuit) == "from qiskit import QuantumCircuit\nqc = QuantumCircuit("
+
+
+def test_extract_skips_printed_output_and_cleans_sessions():
+    assert extract_code("```\n{'0000': 512, '1111': 512}\n```\n```text\nEnergy: -7.46\n```") is None
+    assert extract_code("```\nEnergy: -7.46\n```") is None
+    session = "```pycon\n>>> from qiskit import QuantumCircuit\n>>> qc = QuantumCircuit(2)\n>>> qc.num_qubits\n2\n```"
+    assert extract_code(session) == "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2)\nqc.num_qubits"
+    assert extract_code("```python\n%matplotlib inline\n!pip install qiskit\nx = 1\n```") == "x = 1"
 
 
 def test_extract_fallbacks():

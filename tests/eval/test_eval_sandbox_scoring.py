@@ -287,14 +287,25 @@ def test_interrupted_scoring_leaves_nothing_and_stale_leftovers_are_removed(tmp_
     stale = Path(tempfile.gettempdir()) / f"qm-sandbox-{dead.pid}-stale"
     stale.mkdir()
     recs = [record(str(i), fence("import time\ntime.sleep(100)\n")) for i in range(4)]
-    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), _signal.SIGINT))
-    timer.start()
-    t0 = time.monotonic()
+    interrupted_at: list[float] = []
+
+    marker = f'"seed": {SEED + 1}'.encode()
+
+    def interrupt_once_replies_run() -> None:
+        # Ctrl-C while replies run (this server and at least one supervisor + reply process, all forks
+        # with the server's command line), however long the server took to start
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_sandbox_processes(marker)) < 3:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the replies are in their sleep
+        interrupted_at.append(time.monotonic())
+        os.kill(os.getpid(), _signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_replies_run, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         score_replies(recs, workers=2, seed=SEED + 1)
-    assert time.monotonic() - t0 < 15
+    assert interrupted_at and time.monotonic() - interrupted_at[0] < 10  # stopped at once, not after 100 s
     assert not stale.exists()
-    marker = f'"seed": {SEED + 1}'.encode()
     time.sleep(0.5)
     assert _sandbox_processes(marker) == []
     assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("qm-sandbox-") and
