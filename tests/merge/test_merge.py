@@ -15,6 +15,7 @@ import yaml
 
 from merge_helpers import copy_run, load_output_tensors, peft_merged_state, peft_run, reshard
 from quantummind.merge import MergeError, merge, select_checkpoint
+from quantummind.merge.vocab import MEAN_FALLBACK, SAMPLED
 from quantummind.paths import REPO_ROOT, offline_env
 
 CLI = REPO_ROOT / "fine-tuning" / "merge_adapter.py"
@@ -42,21 +43,25 @@ def three_ckpts(tiny_model_dir, tmp_path_factory):
 
 
 def test_best_not_last_is_selected_and_equals_peft(three_ckpts, tmp_path):
+    best = three_ckpts.output_dir / "checkpoint-4"  # the fixture's lowest eval_loss (0.9)
     choice = select_checkpoint(three_ckpts.output_dir)
-    assert choice.path.name == "checkpoint-4" and choice.eval_loss == 0.9
+    assert choice.path == best and choice.eval_loss == 0.9 and choice.unscored == []
     assert [s.step for s in choice.table] == [2, 4, 6]
     assert "->checkpoint-4" in choice.format_table().replace(" ", "")
 
     result = merge(three_ckpts.config, output=tmp_path / "m")
-    assert_equal_to_peft(result.output, peft_merged_state(three_ckpts.base_model, choice.path))
+    assert_equal_to_peft(result.output, peft_merged_state(three_ckpts.base_model, best))
     report = json.loads((result.output / "merge_report.json").read_text())
-    for key in ("checkpoint", "eval_loss", "checkpoints", "base_model", "dtype", "resized_vocab",
-                "qlora_faithful", "shards", "seconds", "peak_rss_bytes"):
-        assert key in report, key
-    assert report["checkpoint"] == str(choice.path) and report["eval_loss"] == 0.9
-    assert [c["eval_loss"] for c in report["checkpoints"]] == [1.5, 0.9, 1.2]
-    assert report["resized_vocab"] is None and report["qlora_faithful"] is False
-    assert report["shards"] == ["model.safetensors"] and report["peak_rss_bytes"] > 0
+    assert report["checkpoint"] == str(best) and report["selection"] == "best"
+    assert report["step"] == 4 and report["eval_loss"] == 0.9
+    assert [(c["step"], c["eval_loss"], c["unscored"]) for c in report["checkpoints"]] == [
+        (2, 1.5, None), (4, 0.9, None), (6, 1.2, None)]
+    assert report["base_model"] == str(three_ckpts.base_model) and report["dtype"] == "float32"
+    assert report["resized_vocab"] is None and report["qlora_faithful"] is False and report["qlora"] is None
+    assert report["compute_dtype"] is None  # a LoRA run: no 4-bit base, no compute dtype
+    assert report["warnings"] == [] and "verify" not in report
+    assert report["shards"] == ["model.safetensors"]
+    assert 0 < report["seconds"] < 600 and report["peak_rss_bytes"] > 50 * 2**20  # torch alone is more
     cfg = json.loads((result.output / "config.json").read_text())
     assert cfg["torch_dtype"] == "float32" and "quantization_config" not in cfg
     assert (result.output / "generation_config.json").is_file()
@@ -64,7 +69,9 @@ def test_best_not_last_is_selected_and_equals_peft(three_ckpts, tmp_path):
 
 
 def test_last_and_explicit_checkpoint(three_ckpts, tmp_path):
-    assert select_checkpoint(three_ckpts.output_dir, "last").path.name == "checkpoint-6"
+    last = merge(three_ckpts.config, checkpoint="last", output=tmp_path / "last")
+    assert last.report["checkpoint"] == str(three_ckpts.output_dir / "checkpoint-6")
+    assert_equal_to_peft(last.output, peft_merged_state(three_ckpts.base_model, three_ckpts.output_dir / "checkpoint-6"))
     explicit = three_ckpts.output_dir / "checkpoint-2"
     result = merge(three_ckpts.config, checkpoint=str(explicit), output=tmp_path / "m")
     assert result.report["checkpoint"] == str(explicit) and result.report["selection"] == "explicit"
@@ -172,7 +179,9 @@ def test_tokenizer_bigger_than_embedding_gets_mean_rows(tiny_model_dir, tmp_path
     tok.add_tokens(["<|qa|>", "<|qb|>", "<|qc|>"])
     tok.save_pretrained(str(ckpt))
     result = merge(run.config, output=tmp_path / "m")
-    assert result.report["resized_vocab"] == {"from": old, "to": old + 3}
+    assert result.report["resized_vocab"] == {"from": old, "to": old + 3, "new_rows": {
+        "model.embed_tokens.weight": SAMPLED, "lm_head.weight": SAMPLED}}
+    assert result.report["warnings"] == []
     ours = load_output_tensors(result.output)
     ref = peft_merged_state(tiny_model_dir, ckpt)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -232,7 +241,14 @@ def test_error_tensor_in_two_base_shards(tiny_model_dir, tmp_path):
 def test_error_no_eval_loss(tiny_model_dir, tmp_path):
     run = peft_run(tiny_model_dir, tmp_path / "run", {1: None, 2: None})
     assert_fails_cleanly(run.config, tmp_path / "m", "set a validation set")
-    assert run_cli(run.config, "--output", tmp_path / "m2", "--checkpoint", "last").returncode == 0
+    proc = run_cli(run.config, "--output", tmp_path / "m2", "--checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr
+    # checkpoint-2's weights (the highest step), not checkpoint-1's
+    assert_equal_to_peft(tmp_path / "m2", peft_merged_state(tiny_model_dir, run.output_dir / "checkpoint-2"))
+    first = peft_merged_state(tiny_model_dir, run.output_dir / "checkpoint-1")
+    ours = load_output_tensors(tmp_path / "m2")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert (ours[name] - first[name]).abs().max() > 1e-3
 
 
 def test_error_nan_loss(three_ckpts, tmp_path):
@@ -276,6 +292,17 @@ def test_error_smaller_trained_vocab(tied_model_dir, tmp_path):
     assert_fails_cleanly(run.config, tmp_path / "m", "smaller than the base embedding")
     proc = run_cli(run.config, "--output", tmp_path / "m2", "--allow-vocab-shrink")
     assert proc.returncode == 0, proc.stderr
+    # Shrunk to the trained rows: the adapter's embedding (PEFT on the smaller base it was trained on).
+    rows = json.loads((tied_model_dir / "config.json").read_text())["vocab_size"]
+    ours = load_output_tensors(tmp_path / "m2")
+    ref = peft_merged_state(tied_model_dir, run.output_dir / "checkpoint-1")
+    assert ours["model.embed_tokens.weight"].shape == (rows, ref["model.embed_tokens.weight"].shape[1])
+    assert torch.equal(ours["model.embed_tokens.weight"], ref["model.embed_tokens.weight"])
+    assert "lm_head.weight" not in ours  # still tied: lm_head is the shrunk embedding
+    cfg = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert cfg["vocab_size"] == rows and cfg["tie_word_embeddings"] is True
+    report = json.loads((tmp_path / "m2" / "merge_report.json").read_text())
+    assert report["resized_vocab"] == {"from": rows + 4, "to": rows, "new_rows": {}}
 
 
 def test_refuses_non_empty_output_without_force(three_ckpts, tmp_path):
