@@ -65,8 +65,12 @@ def test_best_not_last_is_selected_and_equals_peft(three_ckpts, tmp_path):
     assert 0 < report["seconds"] < 600 and report["peak_rss_bytes"] > 50 * 2**20  # torch alone is more
     cfg = json.loads((result.output / "config.json").read_text())
     assert cfg["torch_dtype"] == "float32" and "quantization_config" not in cfg
-    assert (result.output / "generation_config.json").is_file()
-    assert (result.output / "tokenizer.json").is_file() and (result.output / "chat_template.jinja").is_file()
+    gen = json.loads((result.output / "generation_config.json").read_text())
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    im_end = {t["content"]: t["id"] for t in json.loads((best / "tokenizer.json").read_text())["added_tokens"]}
+    assert im_end["<|im_end|>"] in eos  # the trained run's eos stops generation
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # the run's, byte for byte
+        assert (result.output / f).read_bytes() == (best / f).read_bytes(), f
 
 
 def test_last_and_explicit_checkpoint(three_ckpts, tmp_path):
