@@ -28,7 +28,7 @@ from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, loa
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
-from quantummind.merge.verify import DEFAULT_TOLERANCE, default_tolerance
+from quantummind.merge.verify import default_tolerance
 from quantummind.merge.vocab import MEAN_FALLBACK, read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
 

@@ -15,7 +15,7 @@ import yaml
 
 from merge_helpers import copy_run, load_output_tensors, peft_merged_state, peft_run, reshard
 from quantummind.merge import MergeError, merge, select_checkpoint
-from quantummind.merge.vocab import MEAN_FALLBACK, SAMPLED
+from quantummind.merge.vocab import SAMPLED
 from quantummind.paths import REPO_ROOT, offline_env
 
 CLI = REPO_ROOT / "fine-tuning" / "merge_adapter.py"
@@ -75,8 +75,9 @@ def test_best_not_last_is_selected_and_equals_peft(three_ckpts, tmp_path):
 
 def test_last_and_explicit_checkpoint(three_ckpts, tmp_path):
     last = merge(three_ckpts.config, checkpoint="last", output=tmp_path / "last")
-    assert last.report["checkpoint"] == str(three_ckpts.output_dir / "checkpoint-6")
-    assert_equal_to_peft(last.output, peft_merged_state(three_ckpts.base_model, three_ckpts.output_dir / "checkpoint-6"))
+    six = three_ckpts.output_dir / "checkpoint-6"
+    assert last.report["checkpoint"] == str(six) and last.report["selection"] == "last"
+    assert_equal_to_peft(last.output, peft_merged_state(three_ckpts.base_model, six))
     explicit = three_ckpts.output_dir / "checkpoint-2"
     result = merge(three_ckpts.config, checkpoint=str(explicit), output=tmp_path / "m")
     assert result.report["checkpoint"] == str(explicit) and result.report["selection"] == "explicit"
