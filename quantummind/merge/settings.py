@@ -100,8 +100,10 @@ def load_settings(config_path: str | Path) -> MergeSettings:
         blocksize=int(bnb.get("blocksize", 64) or 64),
         double_quant=bool(bnb.get("bnb_4bit_use_double_quant", cfg.get("bnb_4bit_use_double_quant", True))),
         train_dtype=train_dtype,
-        compute_dtype=compute_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype,
-                                    source=f"config {path}: bnb_config_kwargs.bnb_4bit_compute_dtype"),
+        # axolotl reads bnb_config_kwargs only for 4-bit runs; a LoRA run never used it
+        compute_dtype=(compute_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype,
+                                     source=f"config {path}: bnb_config_kwargs.bnb_4bit_compute_dtype")
+                       if adapter == "qlora" or cfg.get("load_in_4bit") else train_dtype),
         skip_modules=list(bnb.get("llm_int8_skip_modules") or []),
     )
 
