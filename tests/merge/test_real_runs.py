@@ -11,6 +11,7 @@ import torch
 
 from merge_helpers import load_output_tensors, peft_merged_state
 from quantummind.merge import merge
+from quantummind.merge.merge import FROM_ADAPTER
 from quantummind.merge.settings import load_settings
 from quantummind.merge.verify import load_trained_model, logits, max_logit_diff, prompt_batches
 from quantummind.paths import REPO_ROOT, offline_env
@@ -79,7 +80,8 @@ def test_added_tokens_on_tied_model(tokens_run, tmp_path):
     result = merge(tokens_run.config, output=tmp_path / "merged")
     base_rows = json.loads((tokens_run.base_model / "config.json").read_text())["vocab_size"]
     tok = AutoTokenizer.from_pretrained(str(result.output))
-    assert result.report["resized_vocab"] == {"from": base_rows, "to": len(tok)}
+    resized = result.report["resized_vocab"]
+    assert (resized["from"], resized["to"]) == (base_rows, len(tok))
     assert len(tok) == base_rows + 2
     new_id = tok.convert_tokens_to_ids("<|qiskit|>")
     assert new_id >= base_rows
@@ -96,6 +98,11 @@ def test_added_tokens_on_tied_model(tokens_run, tmp_path):
     trained_apart = not torch.equal(ref["lm_head.weight"], ref["model.embed_tokens.weight"])
     assert cfg["tie_word_embeddings"] is (not trained_apart)
     assert ("lm_head.weight" in ours) is trained_apart and result.report["untied_embeddings"] is trained_apart
+    # the grown rows are the adapter's trained ones (modules_to_save), for each matrix written
+    expected_rows = {"model.embed_tokens.weight": FROM_ADAPTER}
+    if trained_apart:
+        expected_rows["lm_head.weight"] = FROM_ADAPTER
+    assert resized["new_rows"] == expected_rows
     # The new token is one id, and the merged model's logits on it are the trained model's.
     from peft import PeftModel
 
