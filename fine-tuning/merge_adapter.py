@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "round trip (the weights the adapter was trained against)")
     p.add_argument("--verify", action="store_true",
                    help="also load base+adapter with PEFT and the merged model with transformers and report "
-                   "the max logit difference on a few prompts (slow for big models)")
+                   "the max logit difference on a few prompts (slow for big models); exit 1 when it exceeds "
+                   "--verify-tolerance (the merged model is still written, merge_report.json says verify.passed)")
+    p.add_argument("--verify-tolerance", type=float, metavar="T",
+                   help="largest accepted max |logit difference| for --verify (default by merged dtype: "
+                   "1e-3 float32, 0.5 bfloat16, 0.1 float16)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     p.add_argument("--allow-vocab-shrink", action="store_true",
                    help="accept a trained vocabulary smaller than the base embedding")
@@ -47,7 +51,10 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify_tolerance is not None and not args.verify:
+        parser.error("--verify-tolerance needs --verify")
     require("torch", "yaml")
     from quantummind.merge import MergeError, merge
 
@@ -58,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         result = merge(
             args.config, checkpoint=args.checkpoint, output=args.output, dtype=args.dtype,
             max_shard_size=args.max_shard_size, qlora_faithful=not args.no_qlora_faithful,
-            verify=args.verify, force=args.force, allow_vocab_shrink=args.allow_vocab_shrink,
+            verify=args.verify, verify_tolerance=args.verify_tolerance, force=args.force,
+            allow_vocab_shrink=args.allow_vocab_shrink,
         )
     except (MergeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,10 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     r = result.report
     if "verify" in r:
-        print(f"verify: max |logit diff| = {r['verify']['max_abs_logit_diff']:.3g} "
-              f"(reference: {r['verify']['reference']})")
+        v = r["verify"]
+        diff = "nan" if v["max_abs_logit_diff"] is None else f"{v['max_abs_logit_diff']:.3g}"
+        print(f"verify: max |logit diff| = {diff} (tolerance {v['tolerance']:.3g}; reference: {v['reference']})")
+    warned = f", {len(r['warnings'])} warning(s) in merge_report.json" if r["warnings"] else ""
     print(f"merged {r['checkpoint']} (eval_loss {r['eval_loss']}) -> {result.output} "
-          f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB]")
+          f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB"
+          f"{warned}]")
+    if result.verify_failed:
+        print(f"error: verify failed: max |logit diff| {diff} > tolerance {r['verify']['tolerance']:.3g} "
+              f"(the merged model is in {result.output}; see its merge_report.json)", file=sys.stderr)
+        return 1
     return 0
 
 

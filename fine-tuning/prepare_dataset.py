@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (created); receives train.jsonl, val.jsonl, dataset_card.md")
     parser.add_argument("--num-examples", type=int, default=DEFAULT_NUM_EXAMPLES,
                         help=f"examples to keep after verification, train + val (default {DEFAULT_NUM_EXAMPLES}: "
-                             "~1100 optimizer steps over 3 epochs at the seed's effective batch of 16)")
+                             "1069 optimizer steps over 3 epochs at batch 16 without sample packing; with packing far "
+                             "fewer: `train.py steps CONFIG` counts them)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     parser.add_argument("--style", choices=("full", "simple"), default="full",
                         help="full: 5 Hamiltonian families, 4 ansatz families, 4 code styles, 11 constraints; "

@@ -5,6 +5,8 @@
                            then training_log.yaml + loss_curve.png in output_dir
   verify CONFIG            load base + best adapter, generate for the seed's 4-qubit XY-chain
                            prompt, score the reply with the evaluation verifier (exit 1 on FAIL)
+  steps  CONFIG            optimizer steps the run will take, sample packing counted as axolotl
+                           does (tokenizes the train set with the base model's tokenizer)
 
 Plain `accelerate launch -m axolotl.cli.train CONFIG` works on every config; this adds, it is
 never required. Run from the repository root: config paths resolve against the CWD, as in axolotl.
@@ -64,6 +66,29 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _steps(args: argparse.Namespace) -> int:
+    import json
+
+    from quantummind.training.steps import count_steps
+
+    cfg = load_config(args.config)
+    tokenizer = args.tokenizer or cfg.get("tokenizer_config") or cfg["base_model"]
+    try:
+        count = count_steps(cfg, tokenizer)
+    except (OSError, ValueError) as exc:  # no such tokenizer (offline, not cached), bad data
+        raise FileNotFoundError(f"cannot count steps with tokenizer {tokenizer}: {exc}") from None
+    if args.json:
+        print(json.dumps(count.to_json(), indent=2))
+        return 0
+    packing = (f"packed into {count.packed_sequences} sequences (efficiency {count.packing_efficiency:.2f})"
+               if count.sample_packing else "no sample packing")
+    print(f"{count.examples} train examples ({count.dropped_long} longer than sequence_len, dropped), "
+          f"{count.total_tokens} tokens, mean {count.mean_tokens}, {count.chars_per_token} chars/token "
+          f"[tokenizer {count.tokenizer}]; {packing}")
+    print(f"optimizer steps: {count.steps_per_epoch} per epoch, {count.total_steps} over {count.num_epochs:g} epochs")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7, seed)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=_verify)
+    p = sub.add_parser("steps", help="optimizer steps of the run, sample packing counted as axolotl does")
+    p.add_argument("config", help="axolotl YAML (its datasets must exist)")
+    p.add_argument("--tokenizer", help="tokenizer directory or cached hub id (default: the config's "
+                   "tokenizer_config, else base_model); another model's tokenizer gives an estimate")
+    p.add_argument("--json", action="store_true", help="print the count as JSON")
+    p.set_defaults(func=_steps)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:

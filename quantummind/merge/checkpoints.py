@@ -22,9 +22,11 @@ class CheckpointScore:
     path: Path
     step: int
     eval_loss: float | None  # None: no eval logged at this checkpoint's step
+    unscored: str | None = None  # why eval_loss is None (no trainer_state.json, eval at other steps)
 
     def to_json(self) -> dict:
-        return {"checkpoint": str(self.path), "step": self.step, "eval_loss": self.eval_loss}
+        return {"checkpoint": str(self.path), "step": self.step, "eval_loss": self.eval_loss,
+                "unscored": self.unscored}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class CheckpointChoice:
     how: str  # "best" | "last" | "explicit"
     table: list[CheckpointScore] = field(default_factory=list)
 
+    @property
+    def unscored(self) -> list[CheckpointScore]:
+        return [s for s in self.table if s.unscored is not None]
+
     def format_table(self) -> str:
         lines = [f"{'':2}{'checkpoint':<40} {'step':>8} {'eval_loss':>12}"]
         for s in self.table:
@@ -44,17 +50,31 @@ class CheckpointChoice:
         return "\n".join(lines)
 
 
-def _eval_loss_at(state: dict, step: int) -> float | None:
-    losses = [e["eval_loss"] for e in state.get("log_history", []) if "eval_loss" in e and e.get("step") == step]
-    return float(losses[-1]) if losses else None
+def _eval_loss_at(state: dict, step: int) -> tuple[float | None, str | None]:
+    """(eval_loss logged at `step`, None) or (None, why there is none)."""
+    evals = [e for e in state.get("log_history", []) if isinstance(e, dict) and "eval_loss" in e]
+    losses = [e["eval_loss"] for e in evals if e.get("step") == step]
+    if losses:
+        return float(losses[-1]), None
+    if not evals:
+        return None, "no eval_loss in trainer_state.json"
+    steps = sorted({e.get("step") for e in evals if isinstance(e.get("step"), int)})
+    return None, f"no eval_loss at step {step} (eval logged at steps {steps})"
 
 
 def score_checkpoint(ckpt: Path) -> CheckpointScore:
     m = _CKPT_RE.match(ckpt.name)
+    dir_step = int(m.group(1)) if m else -1
     state_path = ckpt / "trainer_state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    step = int(state.get("global_step", m.group(1) if m else -1))
-    return CheckpointScore(ckpt, step, _eval_loss_at(state, step))
+    if not state_path.is_file():
+        return CheckpointScore(ckpt, dir_step, None, "no trainer_state.json")
+    try:
+        state = json.loads(state_path.read_text())
+        step = int(state.get("global_step", dir_step))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return CheckpointScore(ckpt, dir_step, None, f"unreadable trainer_state.json ({type(exc).__name__})")
+    loss, why = _eval_loss_at(state, step)
+    return CheckpointScore(ckpt, step, loss, why)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[CheckpointScore]:
@@ -102,4 +122,7 @@ def select_checkpoint(output_dir: str | Path, which: str | Path = "best") -> Che
         raise MergeError(f"eval_loss is NaN/inf at {names}: training diverged; pass --checkpoint DIR to choose one")
     best = min(scored, key=lambda s: (s.eval_loss, s.step))
     require_adapter(best.path)
-    return CheckpointChoice(best.path, best.step, best.eval_loss, "best", table)
+    choice = CheckpointChoice(best.path, best.step, best.eval_loss, "best", table)
+    for s in choice.unscored:  # a warning (shown under -q too), also in merge_report.json
+        logger.warning("warning: %s left out of best-checkpoint selection: %s", s.path.name, s.unscored)
+    return choice

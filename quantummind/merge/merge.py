@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -23,11 +24,12 @@ from quantummind.merge.adapter import Adapter
 from quantummind.merge.checkpoints import CheckpointChoice, select_checkpoint
 from quantummind.merge.errors import MergeError
 from quantummind.merge.nf4 import roundtrip_4bit
-from quantummind.merge.settings import HF_DTYPES, MergeSettings, load_settings, resolve_base_model
+from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, load_settings, resolve_base_model
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
-from quantummind.merge.vocab import read_tokenizer_json, resize_rows, tokenizer_vocab_size
+from quantummind.merge.verify import default_tolerance
+from quantummind.merge.vocab import MEAN_FALLBACK, read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
 )
+FROM_ADAPTER = "the adapter's trained rows (modules_to_save)"
 _DECODER_LINEAR = re.compile(r"(^|\.)layers\.\d+\..+\.weight$")
 
 
@@ -62,6 +65,11 @@ class BaseModel:
 class MergeResult:
     output: Path
     report: dict
+
+    @property
+    def verify_failed(self) -> bool:
+        """--verify ran and the max logit difference exceeded its tolerance."""
+        return bool(self.report.get("verify")) and not self.report["verify"]["passed"]
 
 
 def open_base(path: Path) -> BaseModel:
@@ -97,12 +105,19 @@ def _output_dtype(dtype: str | None, base: BaseModel) -> torch.dtype:
     return HF_DTYPES[name]
 
 
-def _tokenizer_source(choice: CheckpointChoice, settings: MergeSettings, base: BaseModel) -> Path:
+def _tokenizer_source(choice: CheckpointChoice, settings: MergeSettings, base: BaseModel,
+                      warnings: list[str]) -> Path:
     for d in (choice.path, settings.output_dir):
         if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():
             return d
-    logger.warning("no tokenizer saved with the run: copying the base model's")
+    _warn(warnings, "no tokenizer saved with the run: copying the base model's")
     return base.path
+
+
+def _warn(warnings: list[str], message: str) -> None:
+    """A warning the user sees under -q too, and finds again in merge_report.json."""
+    warnings.append(message)
+    logger.warning("warning: %s", message)
 
 
 @dataclass
@@ -327,24 +342,31 @@ def merge(
     max_shard_size: str | int = "5GB",
     qlora_faithful: bool = True,
     verify: bool = False,
+    verify_tolerance: float | None = None,
     force: bool = False,
     allow_vocab_shrink: bool = False,
 ) -> MergeResult:
     """Merge the chosen checkpoint of the run described by an axolotl config. Nothing is
-    written unless the whole merge succeeds."""
+    written unless the whole merge succeeds. With `verify`, the report's verify.passed says
+    whether the max logit difference stayed within `verify_tolerance` (default: per output
+    dtype, quantummind.merge.verify.DEFAULT_TOLERANCE); the output is written either way."""
     t0 = time.perf_counter()
     settings = load_settings(config_path)
     choice = select_checkpoint(settings.output_dir, checkpoint)
     logger.info("checkpoints:\n%s", choice.format_table())
+    warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}"
+                for s in choice.unscored] if choice.how == "best" else []  # select_checkpoint logged them
     base = open_base(resolve_base_model(settings.base_model))
     out_dtype = _output_dtype(dtype, base)
+    if verify_tolerance is not None and not (verify_tolerance >= 0 and math.isfinite(verify_tolerance)):
+        raise MergeError(f"--verify-tolerance {verify_tolerance}: must be a finite number >= 0")
     max_bytes = parse_size(max_shard_size)
     target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
     target = target.expanduser().resolve()
 
     adapter = Adapter(choice.path)
     try:
-        tok_dir = _tokenizer_source(choice, settings, base)
+        tok_dir = _tokenizer_source(choice, settings, base, warnings)
         tok_json = read_tokenizer_json(tok_dir)  # parsed once, for the vocab size and the eos id
         vocab = plan_vocab(base, adapter, tokenizer_vocab_size(tok_json), allow_vocab_shrink)
         _check_architecture(base, adapter, vocab)
@@ -369,16 +391,17 @@ def merge(
         try:
             out = _Output(tmp, shards)
             rounded = 0
+            new_rows: dict[str, str] = {}  # EMBED/LM_HEAD -> how rows past the base's were filled
             for shard in base.shards:
                 with SafetensorsReader(shard) as reader:
                     for name in reader.names():
                         was_4bit = (faithful and name not in adapter.full
                                     and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
-                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, was_4bit)
+                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, was_4bit, new_rows)
                         rounded += int(was_4bit)
                         out.write(name, tensor.to(out_dtype) if tensor.is_floating_point() else tensor)
                         if name == EMBED and vocab.untie:
-                            lm = _untied_lm_head(reader, adapter, vocab)
+                            lm = _untied_lm_head(reader, adapter, vocab, new_rows)
                             out.write(LM_HEAD, lm.to(out_dtype))
                             del lm
                         del tensor
@@ -393,6 +416,9 @@ def merge(
             for f in copied:
                 shutil.copy2(tok_dir / f, tmp / f)
 
+            for name, how in new_rows.items():
+                if how == MEAN_FALLBACK:
+                    _warn(warnings, f"{name}: the {vocab.rows - vocab.base_rows} new rows are {how}")
             report = {
                 "checkpoint": str(choice.path),
                 "selection": choice.how,
@@ -402,13 +428,18 @@ def merge(
                 "base_model": settings.base_model,
                 "base_model_path": str(base.path),
                 "config": str(Path(config_path).resolve()),
-                "dtype": str(out_dtype).replace("torch.", ""),
-                "resized_vocab": {"from": vocab.base_rows, "to": vocab.rows} if vocab.resized else None,
+                "dtype": dtype_name(out_dtype),
+                "resized_vocab": ({"from": vocab.base_rows, "to": vocab.rows, "new_rows": new_rows}
+                                  if vocab.resized else None),
                 "untied_embeddings": vocab.untie,
                 "qlora_faithful": faithful,
                 "qlora": ({"quant_type": settings.quant_type, "blocksize": settings.blocksize,
-                           "double_quant": settings.double_quant, "rounded_tensors": rounded}
+                           "double_quant": settings.double_quant, "rounded_tensors": rounded,
+                           "train_dtype": dtype_name(settings.train_dtype),
+                           "compute_dtype": dtype_name(settings.compute_dtype)}
                           if faithful else None),
+                # the dtype bitsandbytes dequantized the 4-bit base to in training (QLoRA runs only)
+                "compute_dtype": dtype_name(settings.compute_dtype) if settings.is_qlora else None,
                 "adapter": {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
                             "use_rslora": bool(adapter.config.get("use_rslora")), "use_dora": adapter.use_dora,
                             "lora_modules": len(adapter.lora), "full_tensors": sorted(adapter.full)},
@@ -416,11 +447,14 @@ def merge(
                 "tokenizer_files": copied,
                 "shards": out.names,
                 "max_shard_size": max_bytes,
+                "warnings": warnings,
             }
             if verify:
                 from quantummind.merge.verify import verify_merge
 
-                report["verify"] = verify_merge(base.path, choice.path, tmp, settings, faithful=faithful)
+                tol = verify_tolerance if verify_tolerance is not None else default_tolerance(out_dtype)
+                report["verify"] = verify_merge(base.path, choice.path, tmp, settings, faithful=faithful,
+                                                tolerance=tol)
             report["seconds"] = round(time.perf_counter() - t0, 3)
             report["peak_rss_bytes"] = peak_rss_bytes()
             _write_json(tmp / "merge_report.json", report)
@@ -436,13 +470,23 @@ def merge(
     return MergeResult(target, report)
 
 
+def _resize(name: str, tensor: torch.Tensor, rows: int, new_rows: dict[str, str]) -> torch.Tensor:
+    resized = resize_rows(tensor, rows)
+    if resized.new_rows is not None:
+        new_rows[name] = resized.new_rows
+    return resized.tensor
+
+
 def _produce(name: str, tensor: torch.Tensor, adapter: Adapter, vocab: VocabPlan, settings: MergeSettings,
-             was_4bit: bool) -> torch.Tensor:
-    """`was_4bit`: the tensor was 4-bit in training and the merge is QLoRA-faithful (round it)."""
+             was_4bit: bool, new_rows: dict[str, str]) -> torch.Tensor:
+    """`was_4bit`: the tensor was 4-bit in training and the merge is QLoRA-faithful (round it).
+    `new_rows` records how grown embedding rows were filled (for merge_report.json)."""
     if name in adapter.full:  # modules_to_save: the trained tensor replaces the base one
         tensor = adapter.full_tensor(name)
+        if vocab.rows > vocab.base_rows:
+            new_rows[name] = FROM_ADAPTER
     elif name in (EMBED, LM_HEAD) and vocab.rows != tensor.shape[0]:
-        tensor = resize_rows(tensor, vocab.rows)
+        tensor = _resize(name, tensor, vocab.rows, new_rows)
     if was_4bit:
         tensor = _roundtrip(tensor.float(), settings)
     if name in adapter.lora:
@@ -450,15 +494,18 @@ def _produce(name: str, tensor: torch.Tensor, adapter: Adapter, vocab: VocabPlan
     return tensor
 
 
-def _untied_lm_head(reader: SafetensorsReader, adapter: Adapter, vocab: VocabPlan) -> torch.Tensor:
+def _untied_lm_head(reader: SafetensorsReader, adapter: Adapter, vocab: VocabPlan,
+                    new_rows: dict[str, str]) -> torch.Tensor:
     """lm_head of a tied base that training untied: the adapter's full copy, else the (resized)
     shared embedding, plus the adapter's lm_head LoRA if any."""
     if LM_HEAD in adapter.full:
         lm = adapter.full_tensor(LM_HEAD)
+        if vocab.rows > vocab.base_rows:
+            new_rows[LM_HEAD] = FROM_ADAPTER
     else:
         lm = reader.get(EMBED)
         if vocab.rows != lm.shape[0]:
-            lm = resize_rows(lm, vocab.rows)
+            lm = _resize(LM_HEAD, lm, vocab.rows, new_rows)
     return adapter.merge_into(LM_HEAD, lm) if LM_HEAD in adapter.lora else lm
 
 

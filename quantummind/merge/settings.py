@@ -50,13 +50,25 @@ class MergeSettings:
         return self.adapter == "qlora" or bool(self.load_in_4bit)
 
 
-def _dtype(value, default: torch.dtype) -> torch.dtype:
+def compute_dtype(value, default: torch.dtype, *, source: str = "bnb_4bit_compute_dtype") -> torch.dtype:
+    """The dtype bitsandbytes dequantized the 4-bit base to: `value` as BitsAndBytesConfig takes it
+    (a torch dtype or its name, "torch." prefix allowed), `default` (the training dtype, axolotl's
+    default) when unset. Anything else is an error: a silent fallback would round the merge in a
+    dtype training never used."""
     if value is None:
         return default
     if isinstance(value, torch.dtype):
-        return value
-    name = str(value).replace("torch.", "")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, **HF_DTYPES}.get(name, default)
+        if value in HF_DTYPES.values():
+            return value
+    else:
+        name = str(value).removeprefix("torch.")
+        if name in HF_DTYPES:
+            return HF_DTYPES[name]
+    raise MergeError(f"{source} {value!r} is not supported: choose one of {', '.join(HF_DTYPES)}")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def load_settings(config_path: str | Path) -> MergeSettings:
@@ -88,7 +100,10 @@ def load_settings(config_path: str | Path) -> MergeSettings:
         blocksize=int(bnb.get("blocksize", 64) or 64),
         double_quant=bool(bnb.get("bnb_4bit_use_double_quant", cfg.get("bnb_4bit_use_double_quant", True))),
         train_dtype=train_dtype,
-        compute_dtype=_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype),
+        # axolotl reads bnb_config_kwargs only for 4-bit runs; a LoRA run never used it
+        compute_dtype=(compute_dtype(bnb.get("bnb_4bit_compute_dtype"), train_dtype,
+                                     source=f"config {path}: bnb_config_kwargs.bnb_4bit_compute_dtype")
+                       if adapter == "qlora" or cfg.get("load_in_4bit") else train_dtype),
         skip_modules=list(bnb.get("llm_int8_skip_modules") or []),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,10 +35,21 @@ def tokenizer_vocab_size(data: dict | None) -> int | None:
     return max(ids) + 1 if ids else None
 
 
-def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> torch.Tensor:
+SAMPLED = "sampled from N(mean, 1e-9 cov) of the old rows"
+MEAN_FALLBACK = "the mean of the old rows (their covariance is not positive definite)"
+
+
+@dataclass
+class Resized:
+    tensor: torch.Tensor
+    new_rows: str | None  # how rows past the old count were initialised (SAMPLED, MEAN_FALLBACK); None: truncated
+
+
+def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> Resized:
     """Append rows sampled from N(mean, 1e-9 * cov) of the old rows (transformers' mean_resizing);
-    the mean itself when that covariance is not positive definite. Returns float32. `new_rows`
-    must exceed the old row count (resize_rows truncates otherwise)."""
+    the mean itself when that covariance is not positive definite (warned, and recorded in the
+    result for merge_report.json). Returns float32. `new_rows` must exceed the old row count
+    (resize_rows truncates otherwise)."""
     old32 = old.float()
     n, hidden = old32.shape
     added = new_rows - n
@@ -55,12 +67,13 @@ def mean_resize(old: torch.Tensor, new_rows: int, *, seed: int = 0) -> torch.Ten
     if int(info) == 0:
         noise = torch.randn((added, hidden), generator=gen, dtype=torch.float32)
         out[n:] = mean + noise @ chol.T
-    else:
-        logger.warning("embedding covariance not positive definite: new rows set to the mean")
-        out[n:] = mean
-    return out
+        return Resized(out, SAMPLED)
+    logger.warning("warning: embedding covariance not positive definite: the %d new rows are set to the mean "
+                   "(recorded in merge_report.json)", added)
+    out[n:] = mean
+    return Resized(out, MEAN_FALLBACK)
 
 
-def resize_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+def resize_rows(t: torch.Tensor, rows: int) -> Resized:
     """`t` with `rows` rows: grown with mean_resize (float32), or its first `rows` rows."""
-    return mean_resize(t, rows) if rows > t.shape[0] else t[:rows]
+    return mean_resize(t, rows) if rows > t.shape[0] else Resized(t[:rows], None)

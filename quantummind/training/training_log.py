@@ -138,6 +138,9 @@ def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: f
         "best_eval_loss": None if best is None else round(best.eval_loss, 4),
         "best_step": None if best is None else best.step,
         "best_checkpoint": None if best is None else str(best.path),
+        # checkpoints "best" could not consider (no trainer_state.json, eval at other steps): warned too
+        "unscored_checkpoints": [] if best is None else [{"checkpoint": str(c.path), "reason": c.unscored}
+                                                         for c in best.unscored],
         "global_steps": max((int(e.get("step", 0)) for e in history), default=0),
         # axolotl logs 0.0 on a CPU: no GPU, no peak.
         "peak_gpu_memory_gib": peak_gpu_memory_gib(history) if on_gpu else None,

@@ -15,21 +15,23 @@ import yaml
 
 from merge_helpers import copy_run, load_output_tensors, peft_merged_state, peft_run, reshard
 from quantummind.merge import MergeError, merge, select_checkpoint
+from quantummind.merge.vocab import SAMPLED
 from quantummind.paths import REPO_ROOT, offline_env
 
 CLI = REPO_ROOT / "fine-tuning" / "merge_adapter.py"
-TOL = 1e-5
 
 
 def assert_equal_to_peft(out_dir: Path, ref: dict) -> None:
+    """Bit-identical (torch.equal) to PEFT's float32 merge_and_unload: the merge computes in PEFT's
+    order, so not even float32 rounding may differ (docs/merge.md quotes this test)."""
     ours = load_output_tensors(out_dir)
     cfg = json.loads((out_dir / "config.json").read_text())
     assert ours, "no tensors written"
     for name, t in ours.items():
         assert name in ref, name
         assert t.shape == ref[name].shape, name
-        assert torch.allclose(t.float(), ref[name].float(), atol=TOL, rtol=0), (
-            name, float((t.float() - ref[name].float()).abs().max()))
+        assert t.dtype == ref[name].dtype == torch.float32, name
+        assert torch.equal(t, ref[name]), (name, float((t - ref[name]).abs().max()))
     if not cfg.get("tie_word_embeddings"):
         assert "lm_head.weight" in ours
     assert set(ref) - set(ours) <= {"lm_head.weight"}
@@ -42,29 +44,40 @@ def three_ckpts(tiny_model_dir, tmp_path_factory):
 
 
 def test_best_not_last_is_selected_and_equals_peft(three_ckpts, tmp_path):
+    best = three_ckpts.output_dir / "checkpoint-4"  # the fixture's lowest eval_loss (0.9)
     choice = select_checkpoint(three_ckpts.output_dir)
-    assert choice.path.name == "checkpoint-4" and choice.eval_loss == 0.9
+    assert choice.path == best and choice.eval_loss == 0.9 and choice.unscored == []
     assert [s.step for s in choice.table] == [2, 4, 6]
     assert "->checkpoint-4" in choice.format_table().replace(" ", "")
 
     result = merge(three_ckpts.config, output=tmp_path / "m")
-    assert_equal_to_peft(result.output, peft_merged_state(three_ckpts.base_model, choice.path))
+    assert_equal_to_peft(result.output, peft_merged_state(three_ckpts.base_model, best))
     report = json.loads((result.output / "merge_report.json").read_text())
-    for key in ("checkpoint", "eval_loss", "checkpoints", "base_model", "dtype", "resized_vocab",
-                "qlora_faithful", "shards", "seconds", "peak_rss_bytes"):
-        assert key in report, key
-    assert report["checkpoint"] == str(choice.path) and report["eval_loss"] == 0.9
-    assert [c["eval_loss"] for c in report["checkpoints"]] == [1.5, 0.9, 1.2]
-    assert report["resized_vocab"] is None and report["qlora_faithful"] is False
-    assert report["shards"] == ["model.safetensors"] and report["peak_rss_bytes"] > 0
+    assert report["checkpoint"] == str(best) and report["selection"] == "best"
+    assert report["step"] == 4 and report["eval_loss"] == 0.9
+    assert [(c["step"], c["eval_loss"], c["unscored"]) for c in report["checkpoints"]] == [
+        (2, 1.5, None), (4, 0.9, None), (6, 1.2, None)]
+    assert report["base_model"] == str(three_ckpts.base_model) and report["dtype"] == "float32"
+    assert report["resized_vocab"] is None and report["qlora_faithful"] is False and report["qlora"] is None
+    assert report["compute_dtype"] is None  # a LoRA run: no 4-bit base, no compute dtype
+    assert report["warnings"] == [] and "verify" not in report
+    assert report["shards"] == ["model.safetensors"]
+    assert 0 < report["seconds"] < 600 and report["peak_rss_bytes"] > 50 * 2**20  # torch alone is more
     cfg = json.loads((result.output / "config.json").read_text())
     assert cfg["torch_dtype"] == "float32" and "quantization_config" not in cfg
-    assert (result.output / "generation_config.json").is_file()
-    assert (result.output / "tokenizer.json").is_file() and (result.output / "chat_template.jinja").is_file()
+    gen = json.loads((result.output / "generation_config.json").read_text())
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    im_end = {t["content"]: t["id"] for t in json.loads((best / "tokenizer.json").read_text())["added_tokens"]}
+    assert im_end["<|im_end|>"] in eos  # the trained run's eos stops generation
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # the run's, byte for byte
+        assert (result.output / f).read_bytes() == (best / f).read_bytes(), f
 
 
 def test_last_and_explicit_checkpoint(three_ckpts, tmp_path):
-    assert select_checkpoint(three_ckpts.output_dir, "last").path.name == "checkpoint-6"
+    last = merge(three_ckpts.config, checkpoint="last", output=tmp_path / "last")
+    six = three_ckpts.output_dir / "checkpoint-6"
+    assert last.report["checkpoint"] == str(six) and last.report["selection"] == "last"
+    assert_equal_to_peft(last.output, peft_merged_state(three_ckpts.base_model, six))
     explicit = three_ckpts.output_dir / "checkpoint-2"
     result = merge(three_ckpts.config, checkpoint=str(explicit), output=tmp_path / "m")
     assert result.report["checkpoint"] == str(explicit) and result.report["selection"] == "explicit"
@@ -109,7 +122,7 @@ def test_tied_embeddings_lora_on_lm_head_unties(tied_model_dir, tmp_path):
     assert json.loads((result.output / "config.json").read_text())["tie_word_embeddings"] is False
     ours = load_output_tensors(result.output)
     ref = peft_merged_state(tied_model_dir, ckpt)
-    assert torch.allclose(ours["lm_head.weight"], ref["lm_head.weight"], atol=TOL, rtol=0)
+    assert torch.equal(ours["lm_head.weight"], ref["lm_head.weight"])
     base = load_output_tensors(tied_model_dir)
     assert torch.equal(ours["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
     trained = PeftModel.from_pretrained(
@@ -172,7 +185,9 @@ def test_tokenizer_bigger_than_embedding_gets_mean_rows(tiny_model_dir, tmp_path
     tok.add_tokens(["<|qa|>", "<|qb|>", "<|qc|>"])
     tok.save_pretrained(str(ckpt))
     result = merge(run.config, output=tmp_path / "m")
-    assert result.report["resized_vocab"] == {"from": old, "to": old + 3}
+    assert result.report["resized_vocab"] == {"from": old, "to": old + 3, "new_rows": {
+        "model.embed_tokens.weight": SAMPLED, "lm_head.weight": SAMPLED}}
+    assert result.report["warnings"] == []
     ours = load_output_tensors(result.output)
     ref = peft_merged_state(tiny_model_dir, ckpt)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -232,7 +247,14 @@ def test_error_tensor_in_two_base_shards(tiny_model_dir, tmp_path):
 def test_error_no_eval_loss(tiny_model_dir, tmp_path):
     run = peft_run(tiny_model_dir, tmp_path / "run", {1: None, 2: None})
     assert_fails_cleanly(run.config, tmp_path / "m", "set a validation set")
-    assert run_cli(run.config, "--output", tmp_path / "m2", "--checkpoint", "last").returncode == 0
+    proc = run_cli(run.config, "--output", tmp_path / "m2", "--checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr
+    # checkpoint-2's weights (the highest step), not checkpoint-1's
+    assert_equal_to_peft(tmp_path / "m2", peft_merged_state(tiny_model_dir, run.output_dir / "checkpoint-2"))
+    first = peft_merged_state(tiny_model_dir, run.output_dir / "checkpoint-1")
+    ours = load_output_tensors(tmp_path / "m2")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert (ours[name] - first[name]).abs().max() > 1e-3
 
 
 def test_error_nan_loss(three_ckpts, tmp_path):
@@ -276,6 +298,17 @@ def test_error_smaller_trained_vocab(tied_model_dir, tmp_path):
     assert_fails_cleanly(run.config, tmp_path / "m", "smaller than the base embedding")
     proc = run_cli(run.config, "--output", tmp_path / "m2", "--allow-vocab-shrink")
     assert proc.returncode == 0, proc.stderr
+    # Shrunk to the trained rows: the adapter's embedding (PEFT on the smaller base it was trained on).
+    rows = json.loads((tied_model_dir / "config.json").read_text())["vocab_size"]
+    ours = load_output_tensors(tmp_path / "m2")
+    ref = peft_merged_state(tied_model_dir, run.output_dir / "checkpoint-1")
+    assert ours["model.embed_tokens.weight"].shape == (rows, ref["model.embed_tokens.weight"].shape[1])
+    assert torch.equal(ours["model.embed_tokens.weight"], ref["model.embed_tokens.weight"])
+    assert "lm_head.weight" not in ours  # still tied: lm_head is the shrunk embedding
+    cfg = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert cfg["vocab_size"] == rows and cfg["tie_word_embeddings"] is True
+    report = json.loads((tmp_path / "m2" / "merge_report.json").read_text())
+    assert report["resized_vocab"] == {"from": rows + 4, "to": rows, "new_rows": {}}
 
 
 def test_refuses_non_empty_output_without_force(three_ckpts, tmp_path):
