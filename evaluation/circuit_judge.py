@@ -18,7 +18,7 @@ from evaluation.sandbox import short_exc
 
 def preload() -> None:
     """Imported once in the fork server, inherited by every fork; the Hamiltonians' matrices too."""
-    from evaluation import barren, simulator  # noqa: F401
+    from evaluation import barren, bp_scaling, simulator  # noqa: F401
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.prompts import HAMILTONIANS, QUBIT_COUNTS
     import qiskit.qpy  # noqa: F401
@@ -30,6 +30,7 @@ def preload() -> None:
         for n in QUBIT_COUNTS:
             get_hamiltonian(key, n)
             sparse_matrix(key, n)
+    bp_scaling.preload()
 
 
 def collect(namespace: dict, job: dict, header: dict) -> None:
@@ -52,6 +53,10 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
             header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
+        if "qpy" in header:  # the same ansatz at larger sizes, for the BP verdict (time-boxed)
+            from evaluation.bp_scaling import rebuild_scaled
+
+            rebuild_scaled(namespace, job, header)
 
 
 def failed_run(job: dict, error: str, failure: str) -> dict:
@@ -62,7 +67,7 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     """In I: verification, BP check and VQE from G's header (untrusted bytes only)."""
     from qiskit import qpy
 
-    from evaluation import barren, simulator
+    from evaluation import barren, bp_scaling, simulator
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.verify import verify_circuit
 
@@ -99,8 +104,9 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
         bp = barren.detect_barren_plateau(prog, hmat, num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
                                           threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD),
                                           seed=cfg.get("seed", 0))
-        out.update(bp_free=not bp.has_barren_plateau, bp_variance=bp.bp_variance,
-                   bp_max_variance=bp.max_variance, bp_dead_parameters=bp.dead_parameters)
+        out.update(bp_variance=bp.bp_variance, bp_max_variance=bp.max_variance,
+                   bp_dead_parameters=bp.dead_parameters)
+        out.update(bp_scaling.judge_bp(job, cfg, header, bp.bp_variance))  # bp_free, bp_ratio, bp_scaling...
         if job.get("vqe"):
             vq = barren.run_vqe(prog, hmat, get_hamiltonian(key, n).ground_energy)
             out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
