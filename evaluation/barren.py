@@ -24,7 +24,7 @@ import numpy as np
 from qiskit.circuit import QuantumCircuit
 
 from evaluation import simulator
-from evaluation.defaults import (BP_DECAY_FRACTION, BP_FLAT_RATIO, BP_NUM_SAMPLES, BP_RATIO_CUTOFF,
+from evaluation.defaults import (BP_DECAY_FRACTION, BP_FIT_MIN_QUBITS, BP_FLAT_RATIO, BP_NUM_SAMPLES, BP_RATIO_CUTOFF,
                                  BP_RATIO_MIN_QUBITS, BP_RULES, BP_VARIANCE_THRESHOLD)
 
 
@@ -127,8 +127,8 @@ def bp_verdict(key: str, num_qubits: int, variance: float, scaled: dict[int, flo
     """`variance`: bp_variance at the prompt's size; `scaled`: {larger size: bp_variance} of the same
     ansatz rebuilt larger (empty when the reply does not allow it). Rule `scaling`, in order:
     1. flat: at some measured size variance < BP_FLAT_RATIO x reference -> plateau;
-    2. with scaled sizes: plateau iff the fitted decay >= BP_DECAY_FRACTION x the reference's decay
-       over the same sizes, or the ratio <= BP_RATIO_CUTOFF at a measured size >= BP_RATIO_MIN_QUBITS;
+    2. with scaled sizes (two or more sizes >= BP_FIT_MIN_QUBITS): plateau iff the fitted decay over
+       those sizes >= BP_DECAY_FRACTION x the reference's decay over the same sizes, or the ratio <= BP_RATIO_CUTOFF at a measured size >= BP_RATIO_MIN_QUBITS;
     3. without: plateau iff n >= BP_RATIO_MIN_QUBITS and ratio <= BP_RATIO_CUTOFF;
     4. otherwise undecided: no plateau can be told from a single size below 8 qubits (there even a
        Haar-random circuit's variance is within ~1.3-2.5x of a one-layer ansatz's) -> bp_free = True
@@ -149,9 +149,10 @@ def bp_verdict(key: str, num_qubits: int, variance: float, scaled: dict[int, flo
         out.bp_free, out.basis = False, "flat"
         return out
     near_haar = any(p["ratio"] <= BP_RATIO_CUTOFF for p in table if p["num_qubits"] >= BP_RATIO_MIN_QUBITS)
-    if len(table) >= 2:
-        sizes = [p["num_qubits"] for p in table]
-        out.decay = _decay(sizes, [p["variance"] for p in table])
+    fit = [p for p in table if p["num_qubits"] >= BP_FIT_MIN_QUBITS]
+    if len(table) >= 2 and len(fit) >= 2:
+        sizes = [p["num_qubits"] for p in fit]
+        out.decay = _decay(sizes, [p["variance"] for p in fit])
         out.decay_reference = _decay(sizes, [haar_gradient_variance(key, m) for m in sizes])
         out.basis = "scaling"
         out.bp_free = not (out.decay >= BP_DECAY_FRACTION * out.decay_reference or near_haar)

@@ -1,7 +1,7 @@
 """The reply's ansatz at larger sizes, for the barren-plateau verdict (docs/evaluation.md).
 
-In G (the reply process, hostile side), `rebuild_scaled` builds the same ansatz at n+2 and n+4 qubits
-(capped at BP_SCALING_MAX_QUBITS) where the reply allows it, in one of three ways:
+In G (the reply process, hostile side), `rebuild_scaled` builds the same ansatz at n+2, n+4 and 8 qubits
+(`scaled_sizes`, capped at BP_SCALING_MAX_QUBITS) where the reply allows it, in one of three ways:
 
 - `call NAME()` with one required argument (find_circuit called the reply's function with n): call
   it again with the larger count;
@@ -33,7 +33,7 @@ import signal
 import time
 from typing import Any
 
-from evaluation.defaults import (BP_NUM_SAMPLES, BP_RULE, BP_SCALING_MAX_QUBITS, BP_SCALING_SKIP_AFTER_S,
+from evaluation.defaults import (BP_NUM_SAMPLES, BP_RATIO_MIN_QUBITS, BP_RULE, BP_SCALING_MAX_QUBITS, BP_SCALING_SKIP_AFTER_S,
                                  BP_SCALING_STEPS, BP_SCALING_TIME_S, BP_VARIANCE_THRESHOLD, MAX_DEPTH)
 
 QUBIT_VAR_NAMES = frozenset({"n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq",
@@ -47,7 +47,10 @@ class _OutOfTime(BaseException):
 
 
 def scaled_sizes(n: int) -> list[int]:
-    return [n + k for k in BP_SCALING_STEPS if n + k <= BP_SCALING_MAX_QUBITS]
+    """n+2, n+4 and, below it, BP_RATIO_MIN_QUBITS (8, so that every fit reaches the size where a
+    2-design's variance is small), capped at BP_SCALING_MAX_QUBITS."""
+    sizes = {n + k for k in BP_SCALING_STEPS} | ({BP_RATIO_MIN_QUBITS} if n < BP_RATIO_MIN_QUBITS else set())
+    return sorted(m for m in sizes if n < m <= BP_SCALING_MAX_QUBITS)
 
 
 def preload() -> None:

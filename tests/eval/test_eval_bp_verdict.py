@@ -20,7 +20,7 @@ from eval_replies_cases import fence, record, rycx
 from evaluation import simulator
 from evaluation.barren import bp_verdict, haar_gradient_variance, pauli_weight, sample_parameters, \
     two_design_gradient_variance
-from evaluation.bp_scaling import driving_literals
+from evaluation.bp_scaling import driving_literals, scaled_sizes
 from evaluation.defaults import BP_SCALING_TIME_S, MAX_DEPTH
 from evaluation.hamiltonians import build_operator, sparse_matrix
 from evaluation.sandbox import SandboxLimits
@@ -109,6 +109,11 @@ def test_rule_branches():
 def _lits(code: str, n: int, found_by: str):
     found = driving_literals(ast.parse(code), n, found_by)
     return None if found is None else ([c.lineno for c in found[0]], found[1])
+
+
+def test_scaled_sizes():
+    assert scaled_sizes(2) == [4, 6, 8] and scaled_sizes(4) == [6, 8] and scaled_sizes(6) == [8, 10]
+    assert scaled_sizes(8) == [10] and scaled_sizes(9) == [] and scaled_sizes(16) == []
 
 
 def test_driving_literals():
