@@ -293,7 +293,7 @@ def judge_bp(job: dict, cfg: dict, header: dict, variance: float) -> dict[str, A
     circuits in the header (measured only under rule `scaling`)."""
     from evaluation.barren import bp_verdict
 
-    rule = cfg.get("bp_rule", BP_RULE)
+    rule = job.get("bp_rule") or cfg.get("bp_rule", BP_RULE)
     scaled, errors = _scaled_variances(job, cfg, header) if rule == "scaling" else ({}, [])
     v = bp_verdict(job["hamiltonian"], int(job["num_qubits"]), variance, scaled, rule=rule,
                    threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD))

@@ -53,7 +53,7 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
             header["exec_error"] = "circuit could not be serialised: " + short_exc(exc)
-        if "qpy" in header:  # the same ansatz at larger sizes, for the BP verdict (time-boxed)
+        if "qpy" in header and job.get("bp_rule", "scaling") == "scaling":  # the ansatz at larger sizes (time-boxed)
             from evaluation.bp_scaling import rebuild_scaled
 
             rebuild_scaled(namespace, job, header)

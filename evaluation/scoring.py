@@ -76,7 +76,8 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         res["syntax_valid"] = ok
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
-                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe})
+                         "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe,
+                         "bp_rule": bp_rule})
         else:
             res["error"] = err
         results.append(res)

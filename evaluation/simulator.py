@@ -210,10 +210,31 @@ def _apply_op(psi: np.ndarray, op: Op, mat: np.ndarray, n: int, *, generator: bo
     """Fast paths: diagonal -> one multiply; permutation -> one gather; else dense local matmul."""
     if op.diagonal:
         d = np.diagonal(mat, axis1=-2, axis2=-1)  # (d,) or (B, d)
+        if len(op.qubits) <= 2:
+            return _apply_diagonal(psi, d, op.qubits, n)
         return psi * d[..., _local_index(op.qubits, n)]
     if op.permutation is not None and not generator:
-        return psi[:, _global_perm(op.qubits, n, tuple(int(x) for x in op.permutation))]
+        return np.take(psi, _global_perm(op.qubits, n, tuple(int(x) for x in op.permutation)), axis=1)
     return _apply(psi, mat, op.qubits, n)
+
+
+def _apply_diagonal(psi: np.ndarray, d: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """A 1- or 2-qubit diagonal (shared (D,) or per sample (B, D)) by broadcasting over a view of psi
+    whose axes are (B, rest, bit of the higher qubit, rest, bit of the lower qubit, rest): no gather
+    of a (B, 2**n) factor (~10x faster at 10 qubits)."""
+    B = psi.shape[0]
+    lead = d.shape[:-1]  # () or (B,)
+    if len(qubits) == 1:
+        q = qubits[0]
+        x = psi.reshape(B, 1 << (n - 1 - q), 2, 1 << q)
+        return (x * d.reshape(lead + (1, 2, 1))).reshape(B, -1)
+    q0, q1 = qubits  # local index = b(q0) + 2 b(q1)
+    hi, lo = max(q0, q1), min(q0, q1)
+    x = psi.reshape(B, 1 << (n - 1 - hi), 2, 1 << (hi - lo - 1), 2, 1 << lo)
+    dk = d.reshape(lead + (2, 2))  # [b(q1), b(q0)]
+    if q0 > q1:
+        dk = np.swapaxes(dk, -1, -2)  # [b(hi), b(lo)]
+    return (x * dk.reshape(lead + (1, 2, 1, 2, 1))).reshape(B, -1)
 
 
 # ---------------------------------------------------------------- state updates
@@ -325,8 +346,8 @@ def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndar
                 grad[:, j] += c[:, t] * d_angle
         if op.permutation is not None:  # inverse permutation: transpose of a real 0/1 matrix
             inv = _global_perm(op.qubits, n, tuple(int(x) for x in np.argsort(op.permutation)))
-            psi = psi[:, inv]
-            lam = lam[:, inv]
+            psi = np.take(psi, inv, axis=1)
+            lam = np.take(lam, inv, axis=1)
             continue
         mdag = m.conj().T if m.ndim == 2 else np.conj(np.swapaxes(m, 1, 2))
         psi = _apply_op(psi, op, mdag, n)
