@@ -338,18 +338,19 @@ def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndar
     psi = _forward(prog, mats, B)
     energies, lam = _expect(psi, hmat)
     grad = np.zeros((B, prog.num_parameters))
+    both = np.concatenate([psi, lam])  # rows 0..B-1: psi, B..2B-1: lam; every gate undone on both at once
     for op, m, c in zip(reversed(prog.ops), reversed(mats), reversed(coeffs)):
         if c is not None and op.angle.terms:
-            gpsi = _apply_op(psi, op, op.gen, n, generator=True)
-            d_angle = np.einsum("bi,bi->b", lam.conj(), gpsi).imag  # dE/da = Im<lam|G|psi>
+            gpsi = _apply_op(both[:B], op, op.gen, n, generator=True)
+            d_angle = np.einsum("bi,bi->b", both[B:].conj(), gpsi).imag  # dE/da = Im<lam|G|psi>
             for t, (j, _) in enumerate(op.angle.terms):
                 grad[:, j] += c[:, t] * d_angle
         if op.permutation is not None:  # inverse permutation: transpose of a real 0/1 matrix
             inv = _global_perm(op.qubits, n, tuple(int(x) for x in np.argsort(op.permutation)))
-            psi = np.take(psi, inv, axis=1)
-            lam = np.take(lam, inv, axis=1)
+            both = np.take(both, inv, axis=1)
             continue
         mdag = m.conj().T if m.ndim == 2 else np.conj(np.swapaxes(m, 1, 2))
-        psi = _apply_op(psi, op, mdag, n)
-        lam = _apply_op(lam, op, mdag, n)
+        if mdag.ndim == 3:
+            mdag = np.concatenate([mdag, mdag])
+        both = _apply_op(both, op, mdag, n)
     return energies, grad

@@ -112,8 +112,9 @@ def _lits(code: str, n: int, found_by: str):
 
 
 def test_scaled_sizes():
-    assert scaled_sizes(2) == [4, 6, 8] and scaled_sizes(4) == [6, 8] and scaled_sizes(6) == [8, 10]
-    assert scaled_sizes(8) == [10] and scaled_sizes(9) == [] and scaled_sizes(16) == []
+    assert scaled_sizes(2) == [4, 6, 8] and scaled_sizes(4) == [6, 8] and scaled_sizes(6) == [8]
+    assert scaled_sizes(7) == [8, 9] and scaled_sizes(8) == [10] and scaled_sizes(9) == []
+    assert scaled_sizes(16) == []
 
 
 def test_driving_literals():
@@ -246,7 +247,7 @@ def test_physics_labels(scored, case):
     assert math.isfinite(r["bp_ratio"]) and r["bp_ratio"] == pytest.approx(r["bp_variance"] / r["bp_reference"])
     assert r["bp_scaling"][0]["num_qubits"] == n
     if basis == "scaling":
-        assert [p["num_qubits"] for p in r["bp_scaling"]] == [m for m in (n, n + 2, n + 4) if m <= 10]
+        assert [p["num_qubits"] for p in r["bp_scaling"]] == {4: [4, 6, 8], 6: [6, 8], 8: [8, 10]}[n]
         assert r["bp_decay"] is not None and r["bp_decay_reference"] > 0
 
 
