@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/score_bench.py [--num 100] [--workers 2] [--baseline-sample 10] [--rounds 1]
 
-Goal: <= 15 s wall on 2 cores with the default BP rule (`scaling`: every reply here is rebuilt at
-n+2/n+4/8 qubits up to 10 and measured there too). The seed's rule (`absolute`, no rebuild) is timed
+Goal: <= 15 s wall on 2 cores with the default BP rule (`scaling`: every reply here is rebuilt and measured at
+6 and 8 qubits (n=4), 8 (n=6) or 10 (n=8) too). The seed's rule (`absolute`, no rebuild) is timed
 in the same run, alternating with it --rounds times, so the two figures share the machine's load.
 Baseline measured in the same run: a fresh Python interpreter per reply (what a
 bwrap/subprocess-per-reply design pays: a qiskit import each), timed on a sample of replies and
