@@ -14,9 +14,10 @@ In G (the reply process, hostile side), `rebuild_scaled` builds the same ansatz 
   QuantumCircuit constructor, whose gates come from later lines): the same re-execution with that
   argument replaced.
 
-The rebuilds count against the reply's own timeout: all of them share BP_SCALING_TIME_S of wall clock
-(an alarm aborts the one running), none starts once the reply's run used BP_SCALING_SKIP_AFTER_S of
-CPU, and their output goes to /dev/null. The circuits travel as QPY in header["qpy_scaled"]
+The rebuilds count against the reply's own timeout (job["timeout_s"]): all of them share
+BP_SCALING_TIME_S of wall clock, less if the reply's run left less than that plus BP_SCALING_MARGIN_S
+before its timeout (an alarm aborts the one running); none starts once the reply's run used
+BP_SCALING_SKIP_AFTER_S of CPU; their output goes to /dev/null. The circuits travel as QPY in header["qpy_scaled"]
 ({str(num_qubits): base64}); in I, `judge_bp` verifies each like the prompt's circuit (same checks
 at its own size, and every qubit acted on), measures its variance, and returns the verdict's fields.
 """
@@ -33,8 +34,9 @@ import signal
 import time
 from typing import Any
 
-from evaluation.defaults import (BP_NUM_SAMPLES, BP_RATIO_MIN_QUBITS, BP_RULE, BP_SCALING_MAX_QUBITS, BP_SCALING_SKIP_AFTER_S,
-                                 BP_SCALING_STEPS, BP_SCALING_TIME_S, BP_VARIANCE_THRESHOLD, MAX_DEPTH)
+from evaluation.defaults import (BP_NUM_SAMPLES, BP_RATIO_MIN_QUBITS, BP_RULE, BP_SCALING_MARGIN_S,
+                                 BP_SCALING_MAX_QUBITS, BP_SCALING_SKIP_AFTER_S, BP_SCALING_STEPS,
+                                 BP_SCALING_TIME_S, BP_VARIANCE_THRESHOLD, MAX_DEPTH)
 
 QUBIT_VAR_NAMES = frozenset({"n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq",
                              "n_q", "number_of_qubits", "num_spins", "n_spins", "num_sites", "n_sites",
@@ -146,6 +148,16 @@ def rewritten(code: str, n: int, m: int, found_by: str) -> tuple[Any, str] | Non
 
 # ------------------------------------------------------------------------------ in G
 
+def _age_s() -> float:
+    """Seconds since this process started (/proc/self/stat), else its CPU time."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.process_time()
+
+
 def _one_arg_function(fn) -> bool:
     try:
         sig = inspect.signature(fn)
@@ -208,10 +220,12 @@ def rebuild_scaled(namespace: dict, job: dict, header: dict) -> None:
     sizes = scaled_sizes(n)
     if not sizes or not found_by:
         return
-    if time.process_time() > BP_SCALING_SKIP_AFTER_S:
-        header["scaling_note"] = f"not rebuilt: the reply already used {time.process_time():.1f} s of CPU"
+    age = _age_s()
+    budget = min(BP_SCALING_TIME_S, float(job.get("timeout_s") or 20.0) - age - BP_SCALING_MARGIN_S)
+    if budget < 0.5 or time.process_time() > BP_SCALING_SKIP_AFTER_S:
+        header["scaling_note"] = f"not rebuilt: the reply's run already took {age:.1f} s"
         return
-    deadline = time.monotonic() + BP_SCALING_TIME_S
+    deadline = time.monotonic() + budget
     out: dict[str, str] = {}
     errors: list[str] = []
     how = None

@@ -17,3 +17,4 @@ BP_SCALING_MAX_QUBITS = 10     # ... never above 10 qubits (a 12-qubit check cos
 BP_FIT_MIN_QUBITS = 4          # the decay is fitted on sizes >= 4 (at 2-3 qubits any entangler is ~Haar)
 BP_SCALING_TIME_S = 4.0        # wall-clock budget for the rebuilds in the reply process (all sizes)
 BP_SCALING_SKIP_AFTER_S = 10.0  # no rebuild when the reply's own run already used this much CPU
+BP_SCALING_MARGIN_S = 1.0      # and none closer than this to the reply's timeout

@@ -77,7 +77,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
                          "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe,
-                         "bp_rule": bp_rule})
+                         "bp_rule": bp_rule, "timeout_s": (limits or SandboxLimits()).timeout_s})
         else:
             res["error"] = err
         results.append(res)

@@ -257,6 +257,15 @@ def test_rebuild_is_time_boxed(scored):
     assert r["exec_seconds"] < BP_SCALING_TIME_S + 10  # the 60 s sleep was cut; no reply timeout
 
 
+def test_rebuild_never_pushes_a_reply_past_its_timeout():
+    """A reply that needs 1.5 s of its 4 s: its rebuild gets only what is left (less a 1 s margin)."""
+    slow = SLOW_REBUILD.replace("n = 4\n", "n = 4\ntime.sleep(1.5)\n")
+    (r,) = score_replies([record("slow", fence(slow), n=4)], workers=1, limits=SandboxLimits(timeout_s=4.0))
+    assert r["verification_pass"] is True and r.get("failure") is None, r["error"]
+    assert r["bp_basis"] == "undecided" and r["exec_seconds"] < 4.0
+    assert "ran past" in r["bp_scaling_note"] or "not rebuilt" in r["bp_scaling_note"]
+
+
 def test_absolute_rule_and_validation_log(tmp_path):
     """--bp-rule absolute is the seed's rule, and validation_log.yaml records the rule."""
     import json
