@@ -22,7 +22,7 @@ from evaluation.sandbox import short_exc
 
 def preload() -> None:
     """Imported once in the fork server, inherited by every fork; the Hamiltonians' matrices too."""
-    from evaluation import barren, simulator  # noqa: F401
+    from evaluation import barren, bp_scaling, simulator  # noqa: F401
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.prompts import HAMILTONIANS, QUBIT_COUNTS
     import qiskit.qpy  # noqa: F401
@@ -34,6 +34,7 @@ def preload() -> None:
         for n in QUBIT_COUNTS:
             get_hamiltonian(key, n)
             sparse_matrix(key, n)
+    bp_scaling.preload()
 
 
 SERIALISE_ERROR = "circuit could not be serialised: "
@@ -72,6 +73,10 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
             header["exec_error"] = SERIALISE_ERROR + short_exc(exc)
+        if "qpy" in header and job.get("bp_rule", "scaling") == "scaling":  # the ansatz at larger sizes (time-boxed)
+            from evaluation.bp_scaling import rebuild_scaled
+
+            rebuild_scaled(namespace, job, header)
 
 
 def _find(namespace: dict, job: dict, header: dict):
@@ -167,7 +172,7 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     a later timeout or death of the judge keeps it."""
     from qiskit import qpy
 
-    from evaluation import barren, simulator
+    from evaluation import barren, bp_scaling, simulator
     from evaluation.failures import classify_exec_error
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.verify import NOT_FOUND, verify_circuit
@@ -221,8 +226,9 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
                                           seed=cfg.get("seed", 0))
         if not (math.isfinite(bp.bp_variance) and math.isfinite(bp.max_variance)):
             raise simulator.NonFiniteAngle("non-finite gradient variance at the sampled parameters")
-        out.update(bp_free=not bp.has_barren_plateau, bp_status="checked", bp_variance=bp.bp_variance,
-                   bp_max_variance=bp.max_variance, bp_dead_parameters=bp.dead_parameters)
+        out.update(bp_status="checked", bp_variance=bp.bp_variance, bp_max_variance=bp.max_variance,
+                   bp_dead_parameters=bp.dead_parameters)
+        out.update(bp_scaling.judge_bp(job, cfg, header, bp.bp_variance))  # bp_free, bp_ratio, bp_scaling...
     except simulator.NonFiniteAngle as exc:  # the reply's angles: the circuit is invalid after all
         out.update(verification_pass=False, bp_free=None, bp_status=None, failure="invalid_circuit",
                    error=f"invalid circuit: {exc}"[:300])

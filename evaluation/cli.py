@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from evaluation.defaults import BP_VARIANCE_THRESHOLD
+from evaluation.defaults import BP_RULE, BP_RULES, BP_VARIANCE_THRESHOLD
 from evaluation.report import Thresholds
 
 EXIT_OK, EXIT_TARGETS_MISSED, EXIT_ERROR = 0, 1, 2
@@ -31,7 +31,10 @@ def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
                    help="replies the judge could not decide (listed as judge_errors in validation_log.yaml, left "
                         "out of every rate) tolerated before the command exits 2 (default 0)")
     g.add_argument("--bp-threshold", type=float, default=None,
-                   help="mean gradient variance below which a circuit has a barren plateau (default 1e-3)")
+                   help="rule absolute: mean gradient variance below which a circuit has a barren plateau (default 1e-3)")
+    g.add_argument("--bp-rule", choices=BP_RULES, default=BP_RULE,
+                   help="barren-plateau verdict: 'scaling' (default: variance and its decay with n against a unitary "
+                        "2-design's, docs/evaluation.md) or 'absolute' (the seed's: variance < --bp-threshold)")
     g.add_argument("--vqe", action="store_true", help="also run a short VQE per verified circuit and record energy_error")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -122,6 +125,15 @@ def _unscored_exit(summaries: list[dict], args) -> bool:
     return bad
 
 
+def _bp_basis_counts(results: list[dict]) -> dict[str, int]:
+    """How many verified replies' bp_free was decided by each basis (flat, scaling, ratio, undecided, absolute)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.get("bp_basis"):
+            counts[str(r["bp_basis"])] = counts.get(str(r["bp_basis"]), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _score_and_report(records: list[dict], out: Path, args, *, model: str | None, endpoint: str | None,
                       extra: dict | None = None) -> dict:
     from evaluation.report import summarize, write_report, write_results, write_validation_log
@@ -131,13 +143,14 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     info: dict = {}
     limits = SandboxLimits(timeout_s=args.sandbox_timeout, judge_timeout_s=args.judge_timeout)
     results = score_replies(records, workers=args.workers, vqe=args.vqe, progress=not args.no_progress,
-                            limits=limits, bp_threshold=args.bp_threshold, info=info)
+                            limits=limits, bp_threshold=args.bp_threshold, info=info, bp_rule=args.bp_rule)
     th = _thresholds(args)
     summary = summarize(results, th)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, results)
     bp_threshold = args.bp_threshold if args.bp_threshold is not None else BP_VARIANCE_THRESHOLD
-    meta = {"bp_threshold": bp_threshold, "sandbox_timeout_s": args.sandbox_timeout,
+    meta = {"bp_rule": args.bp_rule, "bp_basis_counts": _bp_basis_counts(results),
+            "bp_threshold": bp_threshold, "sandbox_timeout_s": args.sandbox_timeout,
             "judge_timeout_s": args.judge_timeout, "max_judge_errors": args.max_judge_errors,
             "vqe": bool(args.vqe), "sandbox_isolation": info}
     meta.update(extra or {})

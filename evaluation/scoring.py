@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict
 from typing import Any, Iterable
 
-from evaluation.defaults import BP_NUM_SAMPLES, MAX_DEPTH
+from evaluation.defaults import BP_NUM_SAMPLES, BP_RULE, BP_RULES, MAX_DEPTH
 from evaluation.extract import extract_code, extract_program, syntax_ok  # noqa: F401 (re-exported)
 from evaluation.failures import finish_failure
 from evaluation.prompts import HAMILTONIANS
@@ -31,6 +31,8 @@ _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energ
 # Why a reply failed (evaluation.failures; docs/evaluation.md, "failure") and how its code was put together.
 FAILURE_FIELDS = ("failure", "removed_api_name", "removed_in", "removed_apis", "code_rule", "fallback",
                   "whole_answer_error")
+BP_FIELDS = ("bp_rule", "bp_basis", "bp_ratio", "bp_reference", "bp_scaling", "bp_decay", "bp_decay_reference",
+             "bp_scaled_by", "bp_scaling_note")  # the BP verdict (evaluation.bp_scaling.judge_bp)
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap
@@ -65,8 +67,10 @@ def score_reply(record: dict, **opts) -> dict:
 def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: bool = False,
                   progress: bool = False, limits: SandboxLimits | None = None, bp_threshold: float | None = None,
                   bp_samples: int = BP_NUM_SAMPLES, seed: int = 0, max_depth: int = MAX_DEPTH,
-                  info: dict | None = None) -> list[dict]:
+                  info: dict | None = None, bp_rule: str = BP_RULE) -> list[dict]:
     """Results in input order. `info`, if given, receives the sandbox's isolation report."""
+    if bp_rule not in BP_RULES:
+        raise ValueError(f"unknown BP rule {bp_rule!r}; expected one of {', '.join(BP_RULES)}")
     records = list(records)
     results: list[dict] = []
     jobs: list[dict] = []
@@ -89,7 +93,8 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         if ok:
             jobs.append({"id": i, "kind": "circuit", "code": code, "num_qubits": int(rec["num_qubits"]),
                          "hamiltonian": rec["hamiltonian"], "constraint": rec.get("constraint") or "", "vqe": vqe,
-                         "fallbacks": program.fallbacks})
+                         "fallbacks": program.fallbacks, "bp_rule": bp_rule,
+                         "timeout_s": (limits or SandboxLimits()).timeout_s})
             if os.environ.get(FAULTS_ENV) == "1" and rec.get("_fault_judge"):
                 faults[str(i)] = str(rec["_fault_judge"])
         else:
@@ -97,7 +102,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
     if jobs:
         cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
                                "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
-                               "seed": seed, "max_depth": max_depth}
+                               "seed": seed, "max_depth": max_depth, "bp_rule": bp_rule}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
         if faults:
@@ -105,7 +110,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         cfg["preload_modules"] = modules_used(c for job in jobs for c in (job["code"], *job["fallbacks"]))
         for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
             res = results[job_id]
-            for k in RESULT_FIELDS + _EXTRA_FIELDS + FAILURE_FIELDS:
+            for k in RESULT_FIELDS + _EXTRA_FIELDS + FAILURE_FIELDS + BP_FIELDS:
                 if k in out and k != "code":
                     res[k] = out[k]
             if not res.get("verification_pass"):

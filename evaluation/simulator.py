@@ -218,10 +218,31 @@ def _apply_op(psi: np.ndarray, op: Op, mat: np.ndarray, n: int, *, generator: bo
     """Fast paths: diagonal -> one multiply; permutation -> one gather; else dense local matmul."""
     if op.diagonal:
         d = np.diagonal(mat, axis1=-2, axis2=-1)  # (d,) or (B, d)
+        if len(op.qubits) <= 2:
+            return _apply_diagonal(psi, d, op.qubits, n)
         return psi * d[..., _local_index(op.qubits, n)]
     if op.permutation is not None and not generator:
-        return psi[:, _global_perm(op.qubits, n, tuple(int(x) for x in op.permutation))]
+        return np.take(psi, _global_perm(op.qubits, n, tuple(int(x) for x in op.permutation)), axis=1)
     return _apply(psi, mat, op.qubits, n)
+
+
+def _apply_diagonal(psi: np.ndarray, d: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """A 1- or 2-qubit diagonal (shared (D,) or per sample (B, D)) by broadcasting over a view of psi
+    whose axes are (B, rest, bit of the higher qubit, rest, bit of the lower qubit, rest): no gather
+    of a (B, 2**n) factor (~10x faster at 10 qubits)."""
+    B = psi.shape[0]
+    lead = d.shape[:-1]  # () or (B,)
+    if len(qubits) == 1:
+        q = qubits[0]
+        x = psi.reshape(B, 1 << (n - 1 - q), 2, 1 << q)
+        return (x * d.reshape(lead + (1, 2, 1))).reshape(B, -1)
+    q0, q1 = qubits  # local index = b(q0) + 2 b(q1)
+    hi, lo = max(q0, q1), min(q0, q1)
+    x = psi.reshape(B, 1 << (n - 1 - hi), 2, 1 << (hi - lo - 1), 2, 1 << lo)
+    dk = d.reshape(lead + (2, 2))  # [b(q1), b(q0)]
+    if q0 > q1:
+        dk = np.swapaxes(dk, -1, -2)  # [b(hi), b(lo)]
+    return (x * dk.reshape(lead + (1, 2, 1, 2, 1))).reshape(B, -1)
 
 
 # ---------------------------------------------------------------- state updates
@@ -229,19 +250,13 @@ def _apply_op(psi: np.ndarray, op: Op, mat: np.ndarray, n: int, *, generator: bo
 def _apply(psi: np.ndarray, mat: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
     """psi (B, 2**n); mat (d, d) shared or (B, d, d) per sample. Returns a new array."""
     B = psi.shape[0]
-    if len(qubits) == 1:
+    if len(qubits) == 1:  # one stacked matmul (~10x faster than slice arithmetic at 10 qubits)
         q = qubits[0]
+        if q == 0:  # rows of 2 amplitudes: x @ mat^T
+            x = psi.reshape(B, -1, 2)
+            return np.matmul(x, mat.T if mat.ndim == 2 else np.swapaxes(mat, 1, 2)).reshape(B, -1)
         x = psi.reshape(B, 1 << (n - 1 - q), 2, 1 << q)
-        x0, x1 = x[:, :, 0, :], x[:, :, 1, :]
-        if mat.ndim == 2:
-            m00, m01, m10, m11 = mat[0, 0], mat[0, 1], mat[1, 0], mat[1, 1]
-        else:  # per-sample 2x2 matrices, broadcast over the (L, R) axes
-            m = mat[:, :, :, None, None]
-            m00, m01, m10, m11 = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
-        y = np.empty_like(x)
-        y[:, :, 0, :] = m00 * x0 + m01 * x1
-        y[:, :, 1, :] = m10 * x0 + m11 * x1
-        return y.reshape(B, -1)
+        return np.matmul(mat if mat.ndim == 2 else mat[:, None], x).reshape(B, -1)
     k = len(qubits)
     axes = [1 + (n - 1 - q) for q in reversed(qubits)]
     x = psi.reshape((B,) + (2,) * n)
@@ -331,18 +346,19 @@ def energy_and_gradient(prog: Program, hmat, theta) -> tuple[np.ndarray, np.ndar
     psi = _forward(prog, mats, B)
     energies, lam = _expect(psi, hmat)
     grad = np.zeros((B, prog.num_parameters))
+    both = np.concatenate([psi, lam])  # rows 0..B-1: psi, B..2B-1: lam; every gate undone on both at once
     for op, m, c in zip(reversed(prog.ops), reversed(mats), reversed(coeffs)):
         if c is not None and op.angle.terms:
-            gpsi = _apply_op(psi, op, op.gen, n, generator=True)
-            d_angle = np.einsum("bi,bi->b", lam.conj(), gpsi).imag  # dE/da = Im<lam|G|psi>
+            gpsi = _apply_op(both[:B], op, op.gen, n, generator=True)
+            d_angle = np.einsum("bi,bi->b", both[B:].conj(), gpsi).imag  # dE/da = Im<lam|G|psi>
             for t, (j, _) in enumerate(op.angle.terms):
                 grad[:, j] += c[:, t] * d_angle
         if op.permutation is not None:  # inverse permutation: transpose of a real 0/1 matrix
             inv = _global_perm(op.qubits, n, tuple(int(x) for x in np.argsort(op.permutation)))
-            psi = psi[:, inv]
-            lam = lam[:, inv]
+            both = np.take(both, inv, axis=1)
             continue
         mdag = m.conj().T if m.ndim == 2 else np.conj(np.swapaxes(m, 1, 2))
-        psi = _apply_op(psi, op, mdag, n)
-        lam = _apply_op(lam, op, mdag, n)
+        if mdag.ndim == 3:
+            mdag = np.concatenate([mdag, mdag])
+        both = _apply_op(both, op, mdag, n)
     return energies, grad

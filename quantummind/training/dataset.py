@@ -6,8 +6,9 @@ constraint x phrasing) answered by a short explanation and one python block, dra
 ansatz families (hardware-efficient RY/CX, RY-RZ with CZ ladders, Hamiltonian-variational layers
 matched to the model, qiskit.circuit.library blocks) and code styles (ParameterVector, named
 Parameters, helper functions, library calls). Every answer is run through
-`evaluation.scoring.score_replies` (sandboxed execution, circuit verifier, barren-plateau check)
-and kept only if it passes. Prompts equal (after normalisation) to any evaluation prompt are
+`evaluation.scoring.score_replies` (sandboxed execution, circuit verifier, barren-plateau check under
+the judge's default rule `scaling`, so deep 2-design-like answers are rejected) and kept only if it
+passes. Prompts equal (after normalisation) to any evaluation prompt are
 removed, so the benchmark never sees its own questions.
 
 `style="simple"` keeps one ansatz, one code layout and one explanation template: the consistent,
@@ -443,7 +444,9 @@ def dataset_card(r: DatasetReport) -> str:
         "## Verification", "",
         "Every kept answer was executed in the evaluation sandbox through "
         "`evaluation.scoring.score_replies` and passed: syntax valid, verification pass (circuit "
-        "found, qubit count, depth <= 50, free parameters), barren-plateau free, and the "
+        "found, qubit count, depth <= 50, free parameters), barren-plateau free under the judge's "
+        "default rule (`scaling`: gradient variance and its decay with n against a unitary 2-design's, "
+        "docs/evaluation.md), and the "
         "constraint check where one exists. Families outside the evaluation set are "
         "BP-checked against the nearest evaluated Hamiltonian (XXZ -> Heisenberg, mixed-field "
         "Ising -> TFIM).", "",
