@@ -97,3 +97,98 @@ def test_pids_cgroup_bounds_root_forks():
         assert _in_child(child) == 4  # 5 pids: this child + 4 forks
     finally:
         isolation.remove_cgroup(path)
+
+
+def test_seccomp_alone_denies_metadata_and_socket_families(tmp_path):
+    """As root, with no other layer: the filter alone makes chmod/utime/xattr/chown and unix, netlink,
+    packet and vsock sockets fail (EPERM / EACCES, so Python raises), and leaves the rest working."""
+    if os.uname().machine not in isolation.SYSCALLS:
+        pytest.skip(f"no syscall table for {os.uname().machine}")
+    target = tmp_path / "f.txt"
+    target.write_text("x")
+    target.chmod(0o644)
+    os.utime(target, (1_000_000_000, 1_000_000_000))
+    before = target.stat()
+
+    def child():
+        import threading
+
+        isolation.seccomp_restrict()
+        for call in (lambda: os.chmod(target, 0o4777), lambda: os.utime(target, (0, 0)),
+                     lambda: os.chown(target, 65534, 65534), lambda: os.setxattr(target, "user.x", b"1")):
+            try:
+                call()
+                return 1
+            except PermissionError:
+                pass
+        for fam in (socket.AF_UNIX, socket.AF_NETLINK, socket.AF_PACKET, socket.AF_VSOCK):
+            try:
+                socket.socket(fam, socket.SOCK_DGRAM if fam != socket.AF_VSOCK else socket.SOCK_STREAM).close()
+                return 2
+            except PermissionError:
+                pass
+        try:
+            isolation.unshare(0x10000000)  # CLONE_NEWUSER: would work for any uid without the filter
+            return 3
+        except OSError:
+            pass
+        a, b = socket.socketpair()  # what stays allowed: socketpair, inet sockets, fork, threads, writes
+        a.close(), b.close()
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+        (tmp_path / "new.txt").write_text("ok")
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        return 0 if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7 else 4
+
+    assert _in_child(child) == 0
+    after = target.stat()
+    assert (after.st_mode, after.st_mtime_ns, after.st_uid) == (before.st_mode, before.st_mtime_ns, before.st_uid)
+    assert (tmp_path / "new.txt").read_text() == "ok"
+
+
+def test_seccomp_program_refuses_unknown_architecture():
+    with pytest.raises(OSError):
+        isolation.seccomp_program("riscv64")
+
+
+def test_minimal_root_holds_only_what_was_bound(tmp_path):
+    """After build_root + pivot_root, a host path that was not bound does not exist; a bound one does
+    (read-only); /dev holds only null, zero, random, urandom (and the fd links)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for mount namespaces")
+    import sys
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "a.txt").write_text("a")
+    secret = tmp_path / "other.txt"
+    secret.write_text("not bound")
+    new_root = tmp_path / "root"
+    new_root.mkdir()
+
+    def child():
+        isolation.unshare(isolation.CLONE_NEWNS)
+        isolation.make_mounts_private()
+        isolation.build_root(str(new_root), [str(keep), "/usr", "/bin", sys.prefix, sys.base_prefix])
+        isolation.pivot_root(str(new_root))
+        if os.path.exists(str(secret)) or os.path.exists("/etc/shadow") or os.path.exists("/root/.bashrc"):
+            return 1
+        if (keep / "a.txt").read_text() != "a" or not os.path.exists("/bin/sh"):
+            return 2
+        try:
+            (keep / "b.txt").write_text("b")
+            return 3
+        except OSError:
+            pass
+        if not set(os.listdir("/dev")) <= {"null", "zero", "random", "urandom", "fd", "stdin", "stdout", "stderr"}:
+            return 4
+        with open("/dev/null", "w") as fh:
+            fh.write("x")
+        return 0 if len(open("/dev/urandom", "rb").read(8)) == 8 else 5
+
+    assert _in_child(child) == 0
+    assert not (keep / "b.txt").exists()
