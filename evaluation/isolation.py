@@ -310,7 +310,9 @@ _EPERM, _EACCES, _ENOSYS = 1, 13, 38
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _X32_SYSCALL_BIT = 0x40000000
 AF_NETLINK, AF_PACKET, AF_VSOCK, AF_UNIX = 16, 17, 40, 1
-_CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (CLONE_NEWTIME, 0x80, overlaps the exit-signal
+# byte of clone() and exists only for clone3/unshare, both denied outright)
+_CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 # Syscalls that are denied with EPERM. Metadata of files (Landlock does not mediate it), kernel
 # interfaces a Python program has no use for that widen the attack surface (keyrings, io_uring, which
 # could also create sockets past the socket() rule, ptrace, BPF, perf, userfaultfd), and

@@ -167,7 +167,8 @@ for p in {list(HOST_DEVICES) + ["/proc/kcore", "/proc/kmsg", "/sys/fs/cgroup/mem
 print(res)
 """ + VALID
     # kernel interfaces a reply has no use for (seccomp: EPERM / ENOSYS), and ways out of its cgroup
-    syscalls = """import ctypes, os
+    holder = subprocess.Popen(["sleep", "300"])
+    syscalls = f"HOLDER = {holder.pid}\nCANARY = {str(canary).encode()!r}\n" + """import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 def call(*a):
@@ -182,7 +183,14 @@ res = {
     "bpf": call(321, 0, 0, 0),
     "userfaultfd": call(323, 0),
     "chroot": libc.chroot(b"/usr") and -ctypes.get_errno(),
+    "x32_chmod": call(0x40000000 | 90, ctypes.addressof(ctypes.create_string_buffer(CANARY)), 0o4777),
+    "sched_fifo": libc.sched_setscheduler(0, 1, ctypes.byref(ctypes.c_int(1))) and -ctypes.get_errno(),
 }
+try:
+    os.kill(HOLDER, 9)  # a host process, by its host pid
+    res["kill_host"] = "sent"
+except OSError as e:
+    res["kill_host"] = type(e).__name__
 for path in ("/sys/fs/cgroup/memory/cgroup.procs", "/sys/fs/cgroup/cgroup.procs", "/proc/1/root/etc/shadow"):
     try:
         with open(path, "w") as fh:
@@ -220,7 +228,9 @@ print("double-forked")
     ctx = {"before": before, "after": after, "has_xattr": has_xattr,
            "xattr": os.getxattr(canary, CANARY_XATTR) if has_xattr else None,
            "accepted": [len(lst.accepted) for lst in listeners], "leftover_sleep": _processes_with(LEFTOVER_SLEEP.encode()),
-           "sandbox_uid_processes": _sandbox_uid_processes(), "cases": list(cases)}
+           "sandbox_uid_processes": _sandbox_uid_processes(), "cases": list(cases), "holder_alive": holder.poll() is None}
+    holder.kill()
+    holder.wait()
     for lst in listeners:
         lst.close()
     for pid in ctx["leftover_sleep"]:  # never leave one behind, even when the test fails
@@ -288,12 +298,15 @@ def test_dev_reduced_and_host_devices_unreadable(batch):
 @needs_root
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the attack uses x86_64 syscall numbers")
 def test_kernel_interfaces_and_cgroup_escape_denied(batch):
-    r, _ = batch
+    r, ctx = batch
     res = _printed(r["syscalls"])
     eperm, enosys = -1, -38
+    # x32_chmod: the x32 ABI's chmod (another syscall table) on the host canary; sched_fifo: a realtime
+    # spinner would starve every CPU whatever the cgroup quota
     for key in ("ptrace_traceme", "keyctl_user_keyring", "io_uring_setup", "unshare_user", "mount_tmpfs", "bpf",
-                "userfaultfd", "chroot"):
+                "userfaultfd", "chroot", "x32_chmod", "sched_fifo"):
         assert res[key] in (eperm, enosys), (key, res[key])
+    assert res["kill_host"] == "ProcessLookupError" and ctx["holder_alive"]  # own PID namespace
     for path in ("/sys/fs/cgroup/memory/cgroup.procs", "/sys/fs/cgroup/cgroup.procs", "/proc/1/root/etc/shadow"):
         assert res[path] != "written", path
     assert r["syscalls"]["verification_pass"] is True
