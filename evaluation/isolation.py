@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import struct
@@ -264,22 +265,37 @@ def _outermost(paths) -> list[str]:
     return out
 
 
-def build_root(new_root: str, read_only: list[str], size_bytes: int = 4 << 20) -> None:
-    """Mount a tmpfs on `new_root` and fill it with `read_only` (host paths bound read-only at their real
-    place; a path that is a symlink, like /bin -> usr/bin, is copied as a symlink), a /dev of only null,
-    zero, random and urandom, and an empty /proc mount point. Directories created on the way are 0755,
-    so a path under a directory an unprivileged uid cannot traverse (an interpreter under /root, mode
-    0700) becomes reachable, while the rest of that directory does not exist in the new view."""
-    mount_tmpfs(new_root, size_bytes, 0, mode="0755")
+@dataclass(frozen=True)
+class RootPlan:
+    """What build_root puts in a minimal root: real directories/files to bind, symlinks to copy."""
+    binds: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]   # (path, link target)
+
+
+def plan_root(read_only: list[str]) -> RootPlan:
+    """The bind list for `read_only` host paths: their real places, outermost only (binding those
+    covers the rest), plus each path that is itself a symlink (/bin -> usr/bin) as a symlink.
+    Computed once per fork server: path resolution costs more than the mounts."""
     present = [p for p in read_only if os.path.lexists(p)]
     binds = _outermost(os.path.realpath(p) for p in present if os.path.exists(p))
-    for path in binds:
+    links = tuple((p, os.readlink(p)) for p in present
+                  if os.path.islink(p) and not any(os.path.commonpath([p, b]) == b for b in binds))
+    return RootPlan(tuple(binds), links)
+
+
+def build_root(new_root: str, plan: RootPlan, size_bytes: int = 4 << 20) -> None:
+    """Mount a tmpfs on `new_root` and fill it with `plan` (host paths bound read-only at their real
+    place, symlinks copied), a /dev of only null, zero, random and urandom, and an empty /proc mount
+    point. Directories created on the way are 0755, so a path under a directory an unprivileged uid
+    cannot traverse (an interpreter under /root, mode 0700) becomes reachable, while the rest of that
+    directory does not exist in the new view."""
+    mount_tmpfs(new_root, size_bytes, 0, mode="0755")
+    for path in plan.binds:
         _bind_path(new_root, path)
-    for path in present:
-        if os.path.islink(path) and not any(os.path.commonpath([path, b]) == b for b in binds):
-            target = _place(new_root, path)
-            if not os.path.lexists(target):
-                os.symlink(os.readlink(path), target)
+    for path, link in plan.links:
+        target = _place(new_root, path)
+        if not os.path.lexists(target):
+            os.symlink(link, target)
     dev = os.path.dirname(_place(new_root, "/dev/null"))
     mount_tmpfs(dev, 64 << 10, 0, mode="0755")
     for name in _DEVICES:
@@ -354,6 +370,7 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 _LD_W_ABS, _JEQ_K, _JSET_K, _JGE_K, _RET_K = 0x20, 0x15, 0x45, 0x35, 0x06
 
 
+@functools.lru_cache(maxsize=None)
 def seccomp_program(arch: str) -> bytes:
     """The BPF program (classic BPF, struct sock_filter[]) for `arch`: the syscalls in _DENY fail with
     EPERM; socket() for the families in DENIED_SOCKET_FAMILIES (pathname/abstract unix sockets,

@@ -25,6 +25,7 @@ scoring session):
 from __future__ import annotations
 
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -140,13 +141,19 @@ _SYSTEM_READ = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/dev", "/proc", "/sy
 
 def readable_paths() -> list[str]:
     """What reply code may read: the Python installation, its import path, system libraries.
-    Not /root, /home, /work, /tmp, /etc/shadow, ... (where credentials live)."""
+    Not /root, /home, /work, /tmp, /etc/shadow, ... (where credentials live). Computed once per
+    import path (the fork server warms it before forking)."""
+    return list(_readable_paths(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _readable_paths(import_path: tuple[str, ...]) -> tuple[str, ...]:
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.abspath(__file__))}
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    paths.update(p for p in import_path if p and os.path.isabs(p))
     paths.update(_SYSTEM_READ)
     # never a whole tree like "/" (sys.path[0] of `python -m` is the working directory)
-    return sorted(p for p in paths if os.path.exists(p)
-                  and os.path.abspath(p) not in ("/", "/root", "/home", "/work", "/tmp", "/etc", "/var"))
+    return tuple(sorted(p for p in paths if os.path.exists(p)
+                        and os.path.abspath(p) not in ("/", "/root", "/home", "/work", "/tmp", "/etc", "/var")))
 
 
 def _readable_under(dirs: tuple[str, ...]) -> list[str]:
@@ -160,9 +167,14 @@ def _readable_under(dirs: tuple[str, ...]) -> list[str]:
     return outer
 
 
-def _root_paths() -> list[str]:
+def _root_plan() -> isolation.RootPlan:
     """What the minimal root holds read-only: the readable paths, less what it builds itself."""
-    return [p for p in readable_paths() if p not in ("/dev", "/proc", "/sys")]
+    return _root_plan_for(tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=4)
+def _root_plan_for(import_path: tuple[str, ...]) -> isolation.RootPlan:
+    return isolation.plan_root([p for p in _readable_paths(import_path) if p not in ("/dev", "/proc", "/sys")])
 
 
 class IsolationError(RuntimeError):
@@ -438,7 +450,7 @@ def _enter_minimal_root(workdir: str, limits: SandboxLimits, uid: int | None) ->
     the read-only paths, a reduced /dev, a procfs and, at the same path as on the host, the reply's
     size-capped working directory. Host sockets, devices, home and scratch directories do not exist
     in it, and every directory on the way to the interpreter is traversable by the sandbox uid."""
-    isolation.build_root(workdir, _root_paths())
+    isolation.build_root(workdir, _root_plan())
     inner = workdir.rstrip("/") + workdir
     os.makedirs(inner, mode=0o755, exist_ok=True)
     isolation.mount_tmpfs(inner, limits.tmpfs_bytes, uid if uid is not None else 0)
@@ -663,6 +675,9 @@ def serve(cfg: dict, inp=None, out=None) -> None:
     out = out or sys.stdout.buffer
     workers = max(1, int(cfg.get("workers") or 1))
     limits = SandboxLimits(**cfg["limits"])
+    _root_plan()  # path resolution done once here, inherited by every fork
+    if isolation.machine() in isolation.SYSCALLS:
+        isolation.seccomp_program(isolation.machine())
     iso = probe_isolation(limits)
     out.write((json.dumps({"ready": True, "isolation": asdict(iso)}) + "\n").encode())
     out.flush()
