@@ -509,3 +509,27 @@ def test_fault_knob_is_ignored_without_the_test_switch(monkeypatch):
     monkeypatch.delenv("QM_SANDBOX_FAULTS", raising=False)
     res = dict(run_jobs([_job(0, VALID) | {"_fault": "landlock"}], _cfg(SandboxLimits(), workers=1)))
     assert res[0]["verification_pass"], res[0]
+
+
+def test_real_replies_still_work_under_the_filter():
+    """The seccomp filter and the minimal root must not break what real replies do: draw the circuit
+    with matplotlib into a file of the work dir, simulate it with Aer, use a multiprocessing pipe."""
+    code = VALID + """import os
+qc.draw("mpl").savefig("circuit.png")
+from qiskit import transpile
+from qiskit_aer import AerSimulator
+bound = qc.assign_parameters([0.0] * qc.num_parameters)
+bound.measure_all()
+sim = AerSimulator()
+counts = sim.run(transpile(bound, sim), shots=64, seed_simulator=1).result().get_counts()
+import multiprocessing
+a, b = multiprocessing.Pipe()
+a.send("piped")
+print(os.path.getsize("circuit.png") > 1000, counts, b.recv())
+"""
+    res = score_replies([record("real", fence(code)), record("valid", fence(VALID))], workers=2,
+                        limits=SandboxLimits(timeout_s=60.0))
+    assert res[0]["verification_pass"], (res[0]["error"], res[0]["stderr_tail"])
+    # all angles 0: RY(0) is the identity, so Aer must see |0000> every time (an independent expectation)
+    assert res[0]["stdout_tail"].strip() == "True {'0000': 64} piped", res[0]["stdout_tail"]
+    assert res[1]["verification_pass"]
