@@ -588,7 +588,7 @@ def _slot_cgroup(name: str, limits: SandboxLimits, controllers: tuple[str, ...],
 
 
 def _probe(what: str) -> bool:
-    probe_dir = tempfile.mkdtemp(prefix="qm-probe-")
+    probe_dir = tempfile.mkdtemp(prefix="qm-probedir-")
     try:
         return _probe_in(what, probe_dir)
     finally:
@@ -669,6 +669,7 @@ class _Running:
 def serve(cfg: dict, inp=None, out=None) -> None:
     """JSON lines in (one job each: id, kind (default "circuit"), code, and the kind's own fields),
     JSON lines out (id + the kind's result fields)."""
+    _remove_stale()  # first: a server stopped while it still imports or probes has done this much
     for kind in cfg.get("kinds") or list(JOB_KINDS):
         job_kind({"kind": kind}).preload()
     inp = inp or sys.stdin.buffer
@@ -681,7 +682,6 @@ def serve(cfg: dict, inp=None, out=None) -> None:
     iso = probe_isolation(limits)
     out.write((json.dumps({"ready": True, "isolation": asdict(iso)}) + "\n").encode())
     out.flush()
-    _remove_stale()
     base = tempfile.mkdtemp(prefix=f"qm-sandbox-{os.getpid()}-")
     os.chmod(base, 0o711)
     cgroups = {}
@@ -720,7 +720,7 @@ def _remove_stale() -> None:
     """Work dirs and cgroups left by fork servers that were SIGKILLed."""
     import re
 
-    pattern = re.compile(r"^qm-sandbox-(\d+)-")
+    pattern = re.compile(r"^qm-sandbox-(\d+)-|^qm-probe-(\d+)$")
     cgroup_dirs = sorted(set(isolation.cgroup_parents()[1].values()))
     for root, remove in ((tempfile.gettempdir(), lambda p: shutil.rmtree(p, ignore_errors=True)),
                          *((d, isolation.remove_cgroup) for d in cgroup_dirs)):
@@ -730,7 +730,7 @@ def _remove_stale() -> None:
             continue
         for name in names:
             m = pattern.match(name)
-            if m and not _pid_alive(int(m.group(1))):
+            if m and not _pid_alive(int(m.group(1) or m.group(2))):
                 remove(os.path.join(root, name))
 
 
