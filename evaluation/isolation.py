@@ -487,6 +487,30 @@ class SlotCgroup:
         name = "memory.max_usage_in_bytes" if self.version == "v1" else "memory.peak"
         return os.path.join(self.dirs["memory"], name)
 
+    def kill_all(self, timeout_s: float = 2.0) -> None:
+        """SIGKILL every task in these cgroups until they are empty (or `timeout_s` passed)."""
+        import signal
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pids: set[int] = set()
+            for d in set(self.dirs.values()):
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as fh:
+                        pids.update(int(x) for x in fh.read().split())
+                except OSError:
+                    pass
+            pids.discard(os.getpid())
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
+
     def remove(self) -> None:
         for d in set(self.dirs.values()):
             remove_cgroup(d)
@@ -547,5 +571,7 @@ def create_slot_cgroup(name: str, *, memory_bytes: int | None, cpus: float | Non
 
 
 def mount_proc_at(path: str) -> None:
-    _check(_libc.mount(b"proc", path.encode(), b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | 0x8), None),
+    """A procfs on `path` whose processes of other uids are invisible to a non-root reader (hidepid=2):
+    once the judge has dropped to the sandbox uid, host processes (and their argv) do not exist for it."""
+    _check(_libc.mount(b"proc", path.encode(), b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | 0x8), b"hidepid=2"),
            f"mount proc on {path}")

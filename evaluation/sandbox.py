@@ -230,6 +230,9 @@ def _reply_process(job: dict, iso: Isolation, workdir: str, uid: int | None, lim
             if uid is not None:
                 _step("capabilities", fault, isolation.drop_bounding_set)
                 _step("uid_drop", fault, isolation.drop_privileges, uid)
+                # a credential change clears the parent-death signal: re-arm it, or G (and all it
+                # forked) would outlive a killed I
+                _step("uid_drop", fault, isolation.prctl, isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
             if iso.landlock_abi >= 1:
                 _step("landlock", fault, isolation.landlock_restrict, [workdir], ["/dev/null"],
                       readable=readable_paths())
@@ -423,6 +426,7 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
         if uid is not None:
             _step("judge_capabilities", fault, isolation.drop_bounding_set)
             _step("judge_uid_drop", fault, isolation.drop_privileges, uid)
+            _step("judge_uid_drop", fault, isolation.prctl, isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         if iso.landlock_abi >= 1:
             _step("judge_landlock", fault, isolation.landlock_restrict, [], readable=readable_paths())
         isolation.set_limits(address_space=isolation.current_vm_size() + 2 * limits.memory_bytes,
@@ -703,6 +707,7 @@ def serve(cfg: dict, inp=None, out=None) -> None:
                 pass
         shutil.rmtree(base, ignore_errors=True)
         for group in cgroups.values():
+            group.kill_all()  # whatever a reply left that the kills above did not reach
             group.remove()
 
 

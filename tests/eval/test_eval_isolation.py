@@ -199,3 +199,71 @@ def test_minimal_root_holds_only_what_was_bound(tmp_path):
 
     assert _in_child(child) == 0
     assert not (keep / "b.txt").exists()
+
+
+def test_judge_proc_hides_host_processes_from_the_sandbox_uid():
+    """The judge keeps a procfs of the host's PID namespace; once it has dropped to the sandbox uid,
+    other uids' processes (a holder of an API key in its argv) are invisible there (hidepid=2)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for mount namespaces and the uid drop")
+    import subprocess
+
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    holder = subprocess.Popen(["sleep", "60"])
+    proc = Path(tempfile.mkdtemp(prefix="qm-proc-"))  # directly in /tmp: the uid can reach the mount
+
+    def child():
+        isolation.unshare(isolation.CLONE_NEWNS)
+        isolation.make_mounts_private()
+        isolation.mount_proc_at(str(proc))
+        if not (proc / str(holder.pid)).exists():
+            return 1  # root still sees it: the mount is a real host-namespace procfs
+        isolation.drop_privileges(61000)
+        return 0 if not (proc / str(holder.pid)).exists() and (proc / "self" / "statm").exists() else 2
+
+    try:
+        assert _in_child(child) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(proc, ignore_errors=True)
+
+
+def test_slot_cgroup_kill_all_reaches_detached_processes():
+    """The server's last sweep: every task of a slot's cgroup is killed, also a setsid() grandchild
+    whose parent is gone (no process group or parent-death signal reaches it)."""
+    if os.geteuid() != 0 or "pids" not in isolation.cgroup_parents()[1]:
+        pytest.skip("needs root and a pids cgroup")
+    import time
+
+    group = isolation.create_slot_cgroup(f"qm-test-kill-{os.getpid()}", memory_bytes=None, cpus=None, max_pids=16,
+                                         controllers=("pids",))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        isolation.join_cgroup(group.dirs["pids"])
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.write(w, str(os.getpid()).encode())
+                time.sleep(60)
+            os._exit(0)
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    grandchild = int(os.read(r, 32))
+    os.close(r)
+    try:
+        assert os.path.exists(f"/proc/{grandchild}")
+        group.kill_all()
+        time.sleep(0.2)
+        with open(os.path.join(group.dirs["pids"], "cgroup.procs")) as fh:
+            assert fh.read().split() == []
+        status = open(f"/proc/{grandchild}/status").read() if os.path.exists(f"/proc/{grandchild}") else "gone"
+        assert status == "gone" or "State:\tZ" in status
+    finally:
+        group.kill_all()
+        group.remove()

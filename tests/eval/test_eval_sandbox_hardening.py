@@ -71,14 +71,16 @@ class _UnixListener:
         self.sock.close()
 
 
-def _sandbox_uid_processes() -> list[int]:
-    """Host processes owned by a sandbox uid (none may outlive a run)."""
+def _sandbox_uid_processes(seed: int = SEED) -> list[int]:
+    """Host processes owned by a sandbox uid, forked from a server of this file (none may outlive a run)."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             status = Path(f"/proc/{name}/status").read_text()
+            if f'"seed": {seed}'.encode() not in Path(f"/proc/{name}/cmdline").read_bytes():
+                continue
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
@@ -214,7 +216,10 @@ if os.fork() == 0:
 time.sleep(0.5)
 print("double-forked")
 """ + VALID
-    cases = {"metadata": metadata, "unix_sockets": unix, "socket_families": families, "devices": devices,
+    # a credential change (the uid drop) clears the parent-death signal: G must have re-armed it
+    pdeathsig = ("import ctypes\nv = ctypes.c_int(-1)\nctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"
+                 "print(v.value)\n") + VALID
+    cases = {"metadata": metadata, "pdeathsig": pdeathsig, "unix_sockets": unix, "socket_families": families, "devices": devices,
              "escape_kill": escape_kill}
     if os.uname().machine == "x86_64":
         cases["syscalls"] = syscalls
@@ -317,6 +322,37 @@ def test_double_forked_session_leader_does_not_outlive_the_kill(batch):
     r, ctx = batch
     assert "double-forked" in (r["escape_kill"]["stdout_tail"] or "")
     assert ctx["leftover_sleep"] == [] and ctx["sandbox_uid_processes"] == []
+
+
+@needs_root
+def test_reply_dies_with_its_supervisor_after_the_uid_drop(batch):
+    r, _ = batch
+    assert _printed(r["pdeathsig"]) == 9  # SIGKILL
+
+
+@needs_root
+def test_interrupted_scoring_leaves_no_sandbox_uid_process():
+    """Ctrl-C while replies run as the sandbox uid: the server kills its slots' cgroups empty, and each
+    reply dies with its supervisor (parent-death signal re-armed after the uid drop)."""
+    import signal as _signal
+
+    seed = SEED + 7
+    seen = threading.Event()
+
+    def watch() -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and not _sandbox_uid_processes(seed):
+            time.sleep(0.01)
+        seen.set()
+        os.kill(os.getpid(), _signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        score_replies([record(str(i), fence("import time\ntime.sleep(100)\n")) for i in range(2)], workers=2,
+                      seed=seed, limits=SandboxLimits(timeout_s=90.0))
+    assert seen.is_set()
+    time.sleep(1.0)
+    assert _sandbox_uid_processes(seed) == []
 
 
 @needs_root
