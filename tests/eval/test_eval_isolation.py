@@ -267,3 +267,66 @@ def test_slot_cgroup_kill_all_reaches_detached_processes():
     finally:
         group.kill_all()
         group.remove()
+
+
+# --- the seccomp program, run by a small classic-BPF interpreter against the kernel headers' numbers
+
+_HEADERS = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "aarch64": "/usr/include/asm-generic/unistd.h"}
+
+
+def _header_numbers(arch: str) -> dict[str, int]:
+    import re
+
+    text = open(_HEADERS[arch]).read()
+    nums = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)", text)}
+    for name, alias in re.findall(r"#define __NR_(\w+)\s+__NR3264_(\w+)", text):  # asm-generic's 64-bit aliases
+        m = re.search(rf"#define __NR3264_{alias}\s+(\d+)", text)
+        if m:
+            nums[name] = int(m.group(1))
+    return nums
+
+
+def _run_bpf(prog: bytes, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
+    import struct
+
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *(list(args) + [0] * (6 - len(args))))
+    insns = [struct.unpack_from("=HBBI", prog, i) for i in range(0, len(prog), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:
+            acc = struct.unpack_from("=I", data, k)[0]
+            pc += 1
+        elif code in (0x15, 0x45, 0x35):
+            hit = acc == k if code == 0x15 else bool(acc & k) if code == 0x45 else acc >= k
+            pc += 1 + (jt if hit else jf)
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+@pytest.mark.parametrize("arch, audit", [("x86_64", 0xC000003E), ("aarch64", 0xC00000B7)])
+def test_seccomp_program_decisions_for_each_architecture(arch, audit):
+    if not os.path.exists(_HEADERS[arch]):
+        pytest.skip(f"no kernel header for {arch} to take the syscall numbers from")
+    nr = _header_numbers(arch)
+    prog = isolation.seccomp_program(arch)
+    allow, eperm, eacces, enosys = 0x7FFF0000, 0x00050001, 0x0005000D, 0x00050026
+    denied = ["fchmod", "fchmodat", "fchownat", "fchown", "utimensat", "setxattr", "fsetxattr", "lremovexattr",
+              "keyctl", "ptrace", "io_uring_setup", "unshare", "mount", "bpf"]
+    if arch == "x86_64":
+        denied += ["chmod", "chown", "lchown", "utime", "utimes", "futimesat"]
+    for name in denied:
+        assert _run_bpf(prog, nr[name], audit) == eperm, name
+    for name in ("read", "write", "openat", "mmap", "execve", "socketpair", "wait4"):
+        assert _run_bpf(prog, nr[name], audit) == allow, name
+    for fam, verdict in ((1, eacces), (16, eacces), (17, eacces), (40, eacces), (2, allow), (10, allow)):
+        assert _run_bpf(prog, nr["socket"], audit, (fam, 1, 0)) == verdict, fam
+    assert _run_bpf(prog, nr["clone"], audit, (17,)) == allow                    # fork(): SIGCHLD only
+    assert _run_bpf(prog, nr["clone"], audit, (0x003D0F00,)) == allow            # pthread_create's flags
+    assert _run_bpf(prog, nr["clone"], audit, (0x10000000 | 17,)) == eperm       # CLONE_NEWUSER
+    assert _run_bpf(prog, 435, audit) == enosys                                  # clone3
+    assert _run_bpf(prog, nr["read"], 0x40000003) == eperm                       # i386 calling convention
+    if arch == "x86_64":
+        assert _run_bpf(prog, 0x40000000 | nr["chmod"], audit) == eperm          # x32 table
