@@ -148,8 +148,16 @@ def readable_paths() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _readable_paths(import_path: tuple[str, ...]) -> tuple[str, ...]:
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.abspath(__file__))}
-    paths.update(p for p in import_path if p and os.path.isabs(p))
+    import sysconfig
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, package}
+    # A checkout on the import path (PYTHONPATH) contributes only this package, not the rest of the
+    # tree (.git, configs, a developer's .env ...): its other entries are never imported by a judge.
+    installed = {os.path.abspath(v) for v in sysconfig.get_paths().values()}
+    checkout = os.path.dirname(package)
+    paths.update(p for p in import_path if p and os.path.isabs(p)
+                 and not (os.path.abspath(p) == checkout and checkout not in installed))
     paths.update(_SYSTEM_READ)
     # never a whole tree like "/" (sys.path[0] of `python -m` is the working directory)
     return tuple(sorted(p for p in paths if os.path.exists(p)

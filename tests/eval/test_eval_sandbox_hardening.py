@@ -39,9 +39,6 @@ def iso() -> dict:
     return asdict(probe_isolation())
 
 
-def _visible_dir() -> Path:
-    """A directory of the checkout, which the sandbox sees (read-only): the worst place for a canary."""
-    return Path(__file__).parent
 
 
 class _UnixListener:
@@ -110,7 +107,12 @@ LEFTOVER_SLEEP = "987.654"  # a grandchild that tries to outlive the kill runs `
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     """The hostile replies (and valid ones around each) scored in ONE score_replies call."""
-    visible = Path(tempfile.mkdtemp(prefix=".qm-hardening-", dir=_visible_dir()))
+    # A directory on the import path (PYTHONPATH) is bound into the reply's view, read-only: the
+    # worst place for a host file or socket, since the reply can name and reach it.
+    visible = Path(tempfile.mkdtemp(prefix="qm-hardening-visible-", dir="/var/lib" if os.access("/var/lib", os.W_OK)
+                                    else None))
+    old_pythonpath = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(visible), old_pythonpath]))
     canary = visible / "canary.bin"
     canary.write_bytes(b"host file")
     canary.chmod(0o644)
@@ -124,7 +126,7 @@ def batch(tmp_path_factory):
     outside = Path(tempfile.mkdtemp(prefix="qm-hardening-", dir="/var/lib" if os.access("/var/lib", os.W_OK) else None))
     listeners = [_UnixListener(visible), _UnixListener(outside)]
     metadata = f"""import os
-errs = []
+errs = [os.stat({str(canary)!r}).st_size]  # it can see the file
 for name, call in [("chmod", lambda: os.chmod({str(canary)!r}, 0o4777)),
                    ("utime", lambda: os.utime({str(canary)!r}, (0, 0))),
                    ("setxattr", lambda: os.setxattr({str(canary)!r}, "user.qm_canary", b"pwned")),
@@ -137,7 +139,7 @@ for name, call in [("chmod", lambda: os.chmod({str(canary)!r}, 0o4777)),
         errs.append(name + " " + type(e).__name__)
 print(errs)
 """ + VALID
-    unix = "import socket\nres = []\nfor p in %r:\n" % ([lst.path for lst in listeners],) + """    try:
+    unix = "import os, socket\nres = [os.path.exists(%r)]\nfor p in %r:\n" % (listeners[0].path, [lst.path for lst in listeners]) + """    try:
         s = socket.socket(socket.AF_UNIX)
         s.connect(p)
         s.sendall(b"hello")
@@ -219,7 +221,10 @@ print("double-forked")
     # a credential change (the uid drop) clears the parent-death signal: G must have re-armed it
     pdeathsig = ("import ctypes\nv = ctypes.c_int(-1)\nctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"
                  "print(v.value)\n") + VALID
-    cases = {"metadata": metadata, "pdeathsig": pdeathsig, "unix_sockets": unix, "socket_families": families, "devices": devices,
+    checkout = Path(__file__).resolve().parents[2]
+    tree = (f"import os\nprint([os.path.exists({str(checkout / 'evaluation' / 'sandbox.py')!r}), "
+            f"os.path.exists({str(checkout / 'README.md')!r}), os.path.exists({str(checkout / '.git')!r})])\n") + VALID
+    cases = {"metadata": metadata, "pdeathsig": pdeathsig, "checkout_tree": tree, "unix_sockets": unix, "socket_families": families, "devices": devices,
              "escape_kill": escape_kill}
     if os.uname().machine == "x86_64":
         cases["syscalls"] = syscalls
@@ -227,7 +232,13 @@ print("double-forked")
     for name, code in cases.items():
         records.append(record(name, fence(code)))
         records.append(record(f"valid_after_{name}", fence(VALID)))
-    results = score_replies(records, workers=2, limits=SandboxLimits(timeout_s=8.0), seed=SEED)
+    try:
+        results = score_replies(records, workers=2, limits=SandboxLimits(timeout_s=8.0), seed=SEED)
+    finally:
+        if old_pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_pythonpath
     time.sleep(0.3)
     after = canary.stat()
     ctx = {"before": before, "after": after, "has_xattr": has_xattr,
@@ -264,7 +275,8 @@ def test_valid_replies_around_every_hostile_one_still_verify(batch):
 def test_host_file_metadata_unchanged(batch):
     r, ctx = batch
     tried = _printed(r["metadata"])
-    assert len(tried) == 5 and not any(t.endswith(" ok") for t in tried), tried
+    assert tried[0] == len(b"host file"), tried  # visible to the reply (bound read-only)...
+    assert len(tried) == 6 and not any(str(t).endswith(" ok") for t in tried), tried  # ...but not changeable
     b, a = ctx["before"], ctx["after"]
     assert (a.st_mode, a.st_mtime_ns, a.st_uid, a.st_gid) == (b.st_mode, b.st_mtime_ns, b.st_uid, b.st_gid)
     if ctx["has_xattr"]:
@@ -276,7 +288,8 @@ def test_host_file_metadata_unchanged(batch):
 def test_pathname_unix_sockets_unreachable(batch):
     r, ctx = batch
     tried = _printed(r["unix_sockets"])
-    assert len(tried) == 2 and "connected" not in tried, tried
+    # the first socket lies in a directory the reply sees: only the seccomp rule on socket(AF_UNIX) stops it
+    assert tried[0] is True and len(tried) == 3 and "connected" not in tried, tried
     assert ctx["accepted"] == [0, 0]  # neither listener (visible dir, dir outside the view) saw a connection
 
 
@@ -322,6 +335,16 @@ def test_double_forked_session_leader_does_not_outlive_the_kill(batch):
     r, ctx = batch
     assert "double-forked" in (r["escape_kill"]["stdout_tail"] or "")
     assert ctx["leftover_sleep"] == [] and ctx["sandbox_uid_processes"] == []
+
+
+@needs_root
+def test_checkout_contributes_only_the_package(batch):
+    """A developer's checkout on PYTHONPATH may hold .env files and credentials in .git: the reply sees
+    the package it needs, not the rest of the tree."""
+    r, _ = batch
+    checkout = Path(__file__).resolve().parents[2]
+    assert (checkout / "README.md").exists()
+    assert _printed(r["checkout_tree"]) == [True, False, False]
 
 
 @needs_root

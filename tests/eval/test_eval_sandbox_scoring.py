@@ -209,8 +209,9 @@ def test_filesystem_writes_and_deletes_blocked(scored):
     assert ctx["shared_listing"] == ["victim.txt"] and ctx["victim_text"] == "keep me"
     assert ctx["hidden_listing"] == ["agent.sock"]
     assert "FileNotFoundError" in r["write_tmp"]["error"]  # host /tmp is not even visible
-    # Landlock (PermissionError) or, in the minimal root, the read-only bind of the checkout (EROFS)
-    denied = ("PermissionError", "Permission denied", "Read-only file system")
+    # Landlock (PermissionError), a read-only bind (EROFS), or absent: the minimal root holds only the
+    # package of a checkout, not this test directory
+    denied = ("PermissionError", "Permission denied", "Read-only file system", "No such file or directory")
     assert any(m in r["write_outside"]["error"] for m in denied)
     assert any(m in r["delete_file"]["error"] for m in denied)
     # os.system / subprocess run, but the child process is confined the same way: the file never appears
