@@ -180,7 +180,8 @@ def test_minimal_root_holds_only_what_was_bound(tmp_path):
     def child():
         isolation.unshare(isolation.CLONE_NEWNS)
         isolation.make_mounts_private()
-        isolation.build_root(str(new_root), isolation.plan_root([str(keep), "/usr", "/bin", sys.prefix, sys.base_prefix]))
+        plan = isolation.plan_root([str(keep), "/usr", "/bin", sys.prefix, sys.base_prefix])
+        isolation.build_root(str(new_root), plan)
         isolation.pivot_root(str(new_root))
         if os.path.exists(str(secret)) or os.path.exists("/etc/shadow") or os.path.exists("/root/.bashrc"):
             return 1

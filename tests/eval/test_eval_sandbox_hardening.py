@@ -7,8 +7,10 @@ the host's own tools, not with the sandbox's code.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -139,7 +141,8 @@ for name, call in [("chmod", lambda: os.chmod({str(canary)!r}, 0o4777)),
         errs.append(name + " " + type(e).__name__)
 print(errs)
 """ + VALID
-    unix = "import os, socket\nres = [os.path.exists(%r)]\nfor p in %r:\n" % (listeners[0].path, [lst.path for lst in listeners]) + """    try:
+    paths = [lst.path for lst in listeners]
+    unix = f"import os, socket\nres = [os.path.exists({paths[0]!r})]\nfor p in {paths!r}:\n" + """    try:
         s = socket.socket(socket.AF_UNIX)
         s.connect(p)
         s.sendall(b"hello")
@@ -224,7 +227,8 @@ print("double-forked")
     checkout = Path(__file__).resolve().parents[2]
     tree = (f"import os\nprint([os.path.exists({str(checkout / 'evaluation' / 'sandbox.py')!r}), "
             f"os.path.exists({str(checkout / 'README.md')!r}), os.path.exists({str(checkout / '.git')!r})])\n") + VALID
-    cases = {"metadata": metadata, "pdeathsig": pdeathsig, "checkout_tree": tree, "unix_sockets": unix, "socket_families": families, "devices": devices,
+    cases = {"metadata": metadata, "pdeathsig": pdeathsig, "checkout_tree": tree, "unix_sockets": unix,
+             "socket_families": families, "devices": devices,
              "escape_kill": escape_kill}
     if os.uname().machine == "x86_64":
         cases["syscalls"] = syscalls
@@ -243,16 +247,16 @@ print("double-forked")
     after = canary.stat()
     ctx = {"before": before, "after": after, "has_xattr": has_xattr,
            "xattr": os.getxattr(canary, CANARY_XATTR) if has_xattr else None,
-           "accepted": [len(lst.accepted) for lst in listeners], "leftover_sleep": _processes_with(LEFTOVER_SLEEP.encode()),
-           "sandbox_uid_processes": _sandbox_uid_processes(), "cases": list(cases), "holder_alive": holder.poll() is None}
+           "accepted": [len(lst.accepted) for lst in listeners],
+           "leftover_sleep": _processes_with(LEFTOVER_SLEEP.encode()),
+           "sandbox_uid_processes": _sandbox_uid_processes(), "cases": list(cases),
+           "holder_alive": holder.poll() is None}
     holder.kill()
     holder.wait()
     for lst in listeners:
         lst.close()
     for pid in ctx["leftover_sleep"]:  # never leave one behind, even when the test fails
         os.kill(pid, 9)
-    import shutil
-
     shutil.rmtree(visible, ignore_errors=True)
     shutil.rmtree(outside, ignore_errors=True)
     return {r["id"]: r for r in results}, ctx
@@ -260,8 +264,6 @@ print("double-forked")
 
 def _printed(result: dict):
     """The first line the reply printed, parsed back as a Python literal."""
-    import ast
-
     return ast.literal_eval((result.get("stdout_tail") or "").strip().splitlines()[0])
 
 
@@ -304,8 +306,6 @@ def test_vsock_packet_netlink_sockets_cannot_be_created(batch):
 def test_dev_reduced_and_host_devices_unreadable(batch):
     r, _ = batch
     lines = (r["devices"]["stdout_tail"] or "").strip().splitlines()
-    import ast
-
     listing, reads = ast.literal_eval(lines[0]), ast.literal_eval(lines[1])
     assert set(listing) <= {"null", "zero", "random", "urandom", "fd", "stdin", "stdout", "stderr"}, listing
     assert {"null", "zero", "random", "urandom"} <= set(listing)
@@ -500,7 +500,8 @@ def test_memory_across_processes_capped_per_slot(iso):
     assert hog["memory_peak_bytes"] > 0.8 * budget  # it did reach the cap (the hog really allocated)
     # the OOM killer stopped some of its processes (or the reply process itself)
     printed = (hog.get("stdout_tail") or "").split()
-    assert (printed[:1] == ["allocated"] and int(printed[3]) > 0) or "died without a result" in (hog["error"] or ""), hog
+    killed = printed[:1] == ["allocated"] and int(printed[3]) > 0
+    assert killed or "died without a result" in (hog["error"] or ""), hog
 
 
 SPINNERS = """import os, sys, time
