@@ -5,19 +5,23 @@ A job's kind names the module that judges it (JOB_KINDS: the circuit judge, eval
 scoring session):
 
   parent (CLI / library; may hold API keys)
-    └─ fork server: `python -m evaluation.sandbox` exec'd with a scrubbed environment; imports qiskit
-       once; never runs reply code.                                    [trusted]
-         └─ I, the supervisor/judge, forked per reply: new session; unshares mount, network and PID
-            namespaces; mounts a size-capped tmpfs as the reply's working directory.   [trusted]
-              └─ G, PID 1 of the new PID namespace: drops to a per-slot uid, Landlock (writes only
-                 in its directory, no TCP), rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), empty
-                 environment, stdout/stderr to files in its directory; execs the reply; the job's
-                 kind collects what its judge needs (the circuit judge: the QuantumCircuit as QPY)
-                 and sends it back in one JSON line, size-capped.
+    └─ fork server: `python -m evaluation.sandbox` exec'd with an allow-listed environment; imports
+       qiskit once; never runs reply code; one memory/cpu/pids cgroup per worker slot.   [trusted]
+         └─ I, the supervisor/judge, forked per reply: new session; joins its slot's pids and cpu
+            cgroups; unshares network, mount and PID namespaces; pivot_root into a minimal root
+            (read-only interpreter, import path, this package, system libraries; /dev of
+            null/zero/random/urandom; the reply's size-capped tmpfs working directory). [trusted]
+              └─ G, PID 1 of the new PID namespace: joins the slot's memory cgroup, mounts its own
+                 /proc, drops to a per-slot uid, Landlock (writes only in its directory, no TCP),
+                 rlimits (AS, CPU, FSIZE, NOFILE, NPROC, CORE), no capabilities, a seccomp filter,
+                 fixed environment, stdout/stderr to files in its directory; reports "ok" on a
+                 setup pipe it then closes (any failed step: the reply is not run, judge_error);
+                 execs the reply; the job's kind collects what its judge needs (the circuit judge:
+                 the QuantumCircuit as QPY) and sends it back in one JSON line, size-capped.
                                                                        [hostile]
   I reads G's line with a wall-clock deadline, then SIGKILLs G (PID-namespace init: the kernel kills
-  every process G left behind), drops to the sandbox uid under Landlock and rlimits itself, and lets
-  the job's kind judge G's line (the circuit judge parses the untrusted QPY, verifies the circuit and
+  every process G left behind), drops to the sandbox uid under Landlock, rlimits and seccomp itself,
+  and lets the job's kind judge G's line (the circuit judge parses the untrusted QPY, verifies the circuit and
   runs the barren-plateau check); the numbers go to the fork server as JSON. I never executes reply code,
   so a reply cannot tamper with the judge that measures it; the parent only ever parses capped JSON.
 """
