@@ -27,7 +27,7 @@ RESULT_FIELDS = ("code", "syntax_valid", "verification_pass", "bp_free", "num_qu
                  "num_parameters", "gate_counts", "constraint_satisfied", "bp_variance", "energy_error", "error",
                  "failure", "bp_status", "judge_error", "request_error")
 _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energy", "sys_exit",
-                 "exec_seconds", "stdout_tail", "stderr_tail")
+                 "exec_seconds", "stdout_tail", "stderr_tail", "memory_peak_bytes")
 # Why a reply failed (evaluation.failures; docs/evaluation.md, "failure") and how its code was put together.
 FAILURE_FIELDS = ("failure", "removed_api_name", "removed_in", "removed_apis", "code_rule", "fallback",
                   "whole_answer_error")

@@ -218,12 +218,15 @@ def test_filesystem_writes_and_deletes_blocked(scored):
     assert ctx["shared_listing"] == ["victim.txt"] and ctx["victim_text"] == "keep me"
     assert ctx["hidden_listing"] == ["agent.sock"]
     assert "FileNotFoundError" in r["write_tmp"]["error"]  # host /tmp is not even visible
-    assert "PermissionError" in r["write_outside"]["error"] or "Permission denied" in r["write_outside"]["error"]
-    assert "PermissionError" in r["delete_file"]["error"]
+    # Landlock (PermissionError), a read-only bind (EROFS), or absent: the minimal root holds only the
+    # package of a checkout, not this test directory
+    denied = ("PermissionError", "Permission denied", "Read-only file system", "No such file or directory")
+    assert any(m in r["write_outside"]["error"] for m in denied)
+    assert any(m in r["delete_file"]["error"] for m in denied)
     # os.system / subprocess run, but the child process is confined the same way: the file never appears
     for k in ("os_system_file", "subprocess_file"):
         assert r[k]["verification_pass"], r[k]
-    assert "PermissionError" in r["import_trick"]["error"]
+    assert any(m in r["import_trick"]["error"] for m in denied)
 
 
 def test_huge_print_capped(scored):
