@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("dir_a", type=Path, metavar="DIR_A", help="base model's output directory")
     comp.add_argument("dir_b", type=Path, metavar="DIR_B", help="fine-tuned model's output directory")
     comp.add_argument("--out", type=Path, required=True, help="output directory for report.md, comparison.png, comparison.yaml")
+
+    from evaluation.humaneval.cli import add_parser as add_humaneval_parser
+
+    add_humaneval_parser(sub)
     return ap
 
 
@@ -187,5 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_ERROR if exc.code else EXIT_OK
+    if args.command == "humaneval":
+        from evaluation.humaneval.cli import main as humaneval_main
+
+        return humaneval_main(args)
     handler = {"run": _cmd_run, "score": _cmd_score, "compare": _cmd_compare}[args.command]
     return handler(args)
