@@ -123,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="interpreters at once (default 1)")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--compare", type=Path, default=None, metavar="DIR", help="a `humaneval canonical` output dir")
+    ap.add_argument("--tasks", default=None, help="only these task numbers, comma-separated (e.g. 96,100)")
     args = ap.parse_args(argv)
     tasks = load_tasks(args.variant)
+    if args.tasks:
+        wanted = {f"qiskitHumanEval/{x.strip()}" for x in args.tasks.split(",") if x.strip()}
+        tasks = tuple(t for t in tasks if t.task_id in wanted)
     t0 = time.monotonic()
     results = run_many([upstream_program(t, args.variant) for t in tasks], workers=args.workers, timeout_s=args.timeout)
     wall = time.monotonic() - t0

@@ -14,7 +14,7 @@ DIFFICULTIES = ("basic", "intermediate", "difficult")
 _FILES = {"normal": "dataset_qiskit_test_human_eval.json", "hard": "dataset_qiskit_test_human_eval_hard.json"}
 SANDBOX_PATH = "/usr/bin:/bin"  # PATH inside the sandbox (evaluation.sandbox): where `dot` must be found
 
-# Tasks no solution can pass offline, whatever the model writes (checked by `humaneval canonical`, which runs
+# Tasks no solution can pass offline here, whatever the model writes (checked by `humaneval canonical`, which runs
 # every canonical solution in the sandbox, excluded ones included, and flags an excluded task that passes).
 _IBM_ACCOUNT = ("needs an IBM Quantum account and network: QiskitRuntimeService() (the test itself calls it; "
                 "AccountNotFoundError offline)")
@@ -29,6 +29,14 @@ EXCLUDED: dict[str, str] = {
                             "a channel that no longer exists (ValueError before any network use)"),
     "qiskitHumanEval/122": ("needs the IBM Qiskit Transpiler Service (qiskit_ibm_transpiler.TranspilerService: "
                             "an IBM Quantum token and network; the package is not installed)"),
+    # API drift since the data was written: no solution can pass under this stack (qiskit 2.6,
+    # qiskit-ibm-runtime 0.48); `canonical` flags them once a stack lets them pass again.
+    "qiskitHumanEval/46": ("unpassable under qiskit 2.6 (API drift): the test itself imports "
+                           "qiskit.synthesis.linear.linear_matrix_utils, which no longer exists (ModuleNotFoundError)"),
+    "qiskitHumanEval/103": ("unpassable under qiskit-ibm-runtime 0.48 (API drift): the test expects 10 fake "
+                            "backends with ECR gates; this version ships 12 (FakeBrussels, FakeStrasbourg added)"),
+    "qiskitHumanEval/104": ("unpassable under qiskit 2.6 (version-specific value): the expected cost 197 comes from "
+                            "the transpiler that wrote the task (273 here); upstream's CI skips it too"),
 }
 # Tasks whose canonical solution needs Graphviz's `dot` (plot_circuit_layout / plot_error_map draw the
 # coupling map through rustworkx.visualization.graphviz_draw): excluded only where `dot` is missing.
