@@ -2,6 +2,7 @@
 
 The completion is what the model returned:
   * prose with fences: the fenced python block that defines the entry point (else the longest one) is used;
+    prose around an unfenced function: the lines from its first import/def on that compile;
   * a whole function (`def <entry_point>(` at column 0): kept with whatever precedes it (imports, helpers)
     and any later def/class/import; other top-level statements after it (example usage, `print(...)`,
     an `if __name__ == "__main__":` block) are dropped;
@@ -107,12 +108,32 @@ def trim_function(code: str, entry_point: str) -> str:
     return "\n\n".join(keep) + "\n" if dropped else code
 
 
+_CODE_START = re.compile(r"^(?:from |import |def |async def |class |@)")
+
+
+def unfenced_function(text: str, entry_point: str) -> str:
+    """Prose around an unfenced function: from the first import/def line, the longest run of lines that
+    compiles and defines entry_point; the text unchanged when there is none."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
+    if start is None:
+        return text
+    body = lines[start:]
+    for cut in range(len(body), 0, -1):
+        candidate = "\n".join(body[:cut])
+        if _defines(candidate, entry_point) and syntax_ok(candidate)[0]:
+            return candidate + "\n"
+    return text
+
+
 def completion_code(completion: str, task: Task, variant: str) -> Program:
     """The completion's code in its shape (before the prompt and test are added)."""
     code, fenced = extract_completion(completion, task.entry_point)
     if not code.strip():
         return Program(None, "empty", fenced)
     if _defines(code, task.entry_point):
+        if not fenced and not syntax_ok(code)[0]:
+            code = unfenced_function(code, task.entry_point)
         return Program(trim_function(code, task.entry_point), "function", fenced)
     prefix = task.prompt + "\n" if variant == "normal" else ""
     return Program(fix_body(code, prefix), "body", fenced)

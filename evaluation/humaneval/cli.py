@@ -183,4 +183,13 @@ def _count(values) -> dict:
 
 
 def main(args) -> int:
-    return {"run": _cmd_run, "score": _cmd_score, "canonical": _cmd_canonical}[args.humaneval_command](args)
+    from evaluation.sandbox import SandboxError
+
+    if not args.timeout > 0 or (args.workers is not None and args.workers < 1):
+        print("error: --timeout must be > 0 and --workers >= 1", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return {"run": _cmd_run, "score": _cmd_score, "canonical": _cmd_canonical}[args.humaneval_command](args)
+    except SandboxError as exc:
+        print(f"error: the sandbox failed, no verdicts: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -49,6 +49,7 @@ NORMAL_CASES = [
     (T5, "Sure! Install it first:\n```bash\npip install qiskit\n```\nThen:\n```python\n" + _whole_function(T5)
          + "```\nThis prepares |01>.", None),                                    # chat answer with fences
     (T0, "```python\n" + _body(T0) + "\n```", None),                             # a fenced body
+    (T5, "Here is the function:\n\n" + _whole_function(T5) + "\nIt returns the circuit.", None),  # no fences
     (T0, "    return None", "assertion"),
     (T5, "    return 1 / 0", "runtime_error"),
     (T5, "    import qiskit_no_such_module\n    return None", "missing_module"),
@@ -84,9 +85,9 @@ def test_every_completion_shape_is_scored_correctly(tmp_path):
         assert r["failure"] == expected, (completion, r)
         assert r["passed"] is (expected is None), (completion, r)
     assert LOG_KEYS <= set(log) and log["variant"] == "normal" and log["model"] == "saved"
-    # task 0: 2 of 5 samples pass (the unindented one-liner, the fenced body); task 5: 6 of 9
+    # task 0: 2 of 5 samples pass (the unindented one-liner, the fenced body); task 5: 7 of 10
     assert log["num_tasks"] == 2 and log["num_samples"] == 5
-    assert log["pass_at"] == {1: pytest.approx(100 * (2 / 5 + 6 / 9) / 2, abs=0.01),
+    assert log["pass_at"] == {1: pytest.approx(100 * (2 / 5 + 7 / 10) / 2, abs=0.01),
                               5: pytest.approx(100 * (1 + 1) / 2, abs=0.01)}
     assert log["by_difficulty"] == {"basic": log["pass_at"]}
     for name in ("samples.jsonl", "report.md", "pass_at_k.png"):
