@@ -79,7 +79,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
     if jobs:
         cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
                                "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
-                               "seed": seed, "max_depth": max_depth}
+                               "seed": seed, "max_depth": max_depth, "kinds": ["circuit"]}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
         for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
