@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--out", type=Path, required=True, help="output directory for report.md, comparison.png, comparison.yaml")
     comp.add_argument("--require-significant", action="store_true",
                       help="exit 0 only when B is better and the paired test says so too (p < 0.05)")
+
+    from evaluation.humaneval.cli import add_parser as add_humaneval_parser
+
+    add_humaneval_parser(sub)
     return ap
 
 
@@ -266,5 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_ERROR if exc.code else EXIT_OK
+    if args.command == "humaneval":
+        from evaluation.humaneval.cli import main as humaneval_main
+
+        return humaneval_main(args)
     handler = {"run": _cmd_run, "score": _cmd_score, "compare": _cmd_compare}[args.command]
     return handler(args)

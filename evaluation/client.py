@@ -99,26 +99,34 @@ def _record(spec: PromptSpec, model: str, reply: str, latency: float, finish: st
 
 
 async def _ask(client: openai.AsyncOpenAI, spec: PromptSpec, model: str, sem: asyncio.Semaphore,
-               params: dict) -> dict:
+               params: dict, api: str = "chat", make_record=_record) -> dict:
+    """One request: `chat` sends spec.messages, `completions` the raw spec.prompt (base models)."""
     async with sem:
         t0 = time.perf_counter()
         try:
-            resp = await client.chat.completions.create(model=model, messages=spec.messages, **params(spec))
+            if api == "completions":
+                resp = await client.completions.create(model=model, prompt=spec.prompt, **params(spec))
+            else:
+                resp = await client.chat.completions.create(model=model, messages=spec.messages, **params(spec))
         except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
             raise  # after the client's own retries: the endpoint is gone
         except openai.APIStatusError as exc:  # a per-request refusal (e.g. 400): record it, go on
             # not a reply: scoring leaves it out of every rate and lists it (request_errors), exit 2
-            return _record(spec, model, "", time.perf_counter() - t0, "error", http_status=exc.status_code,
-                           error=f"HTTP {exc.status_code}: {_status_message(exc)}")
+            return make_record(spec, model, "", time.perf_counter() - t0, "error", http_status=exc.status_code,
+                               error=f"HTTP {exc.status_code}: {_status_message(exc)}")
         choice = resp.choices[0]
-        return _record(spec, model, choice.message.content or "", time.perf_counter() - t0, choice.finish_reason)
+        text = choice.text if api == "completions" else choice.message.content
+        return make_record(spec, model, text or "", time.perf_counter() - t0, choice.finish_reason)
 
 
 async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_key: str, out_path: Path,
                   concurrency: int = 16, temperature: float = 0.7, max_tokens: int = 1024,
                   seed: int | None = None, request_timeout_s: float = 300.0, max_retries: int = 3,
-                  progress: bool = True, resume: bool = False) -> CollectSummary:
-    """Send every prompt not yet in out_path; append each reply as it arrives (flushed)."""
+                  progress: bool = True, resume: bool = False, api: str = "chat",
+                  make_record=_record) -> CollectSummary:
+    """Send every prompt not yet in out_path; append each reply as it arrives (flushed). `api`: "chat" or
+    "completions"; `make_record(spec, model, reply, latency, finish_reason, **extra)` builds each line (it
+    keeps spec.id as "id": resume reads it)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not resume and out_path.stat().st_size > 0:
         raise EndpointError(f"{out_path} exists: pass --resume to continue it or choose another --out")
@@ -142,7 +150,7 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
         from tqdm import tqdm
 
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"querying {model}", unit="reply")
-    tasks = [asyncio.ensure_future(_ask(client, spec, model, sem, params)) for spec in todo]
+    tasks = [asyncio.ensure_future(_ask(client, spec, model, sem, params, api, make_record)) for spec in todo]
     try:
         with open(out_path, "a", encoding="utf-8") as fh:
             for fut in asyncio.as_completed(tasks):

@@ -104,7 +104,7 @@ class Isolation:
 #                                      `failure` is the reply's own ("timeout", "resource_limit",
 #                                      "runtime_error": evaluation.failures) or JUDGE_ERROR (the
 #                                      runner or judge broke: no verdict on the reply, never a score).
-JOB_KINDS = {"circuit": "evaluation.circuit_judge"}
+JOB_KINDS = {"circuit": "evaluation.circuit_judge", "humaneval": "evaluation.humaneval.judge"}
 
 
 def job_kind(job: dict):

@@ -102,7 +102,7 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
     if jobs:
         cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
                                "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
-                               "seed": seed, "max_depth": max_depth, "bp_rule": bp_rule}
+                               "seed": seed, "max_depth": max_depth, "bp_rule": bp_rule, "kinds": ["circuit"]}
         if bp_threshold is not None:
             cfg["bp_threshold"] = bp_threshold
         if faults:

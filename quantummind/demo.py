@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from evaluation.comparison import format_comparison
-from evaluation.report import METRICS, Thresholds, load_run
+from evaluation.report import METRICS, Thresholds, fmt_rate, load_run
 from quantummind.paths import REPO_ROOT, offline_env
 from quantummind.serving import BackgroundServer, start_background_server
 
@@ -112,9 +112,10 @@ def write_run_config(run_dir: Path) -> Path:
     return out
 
 
-def read_rates(eval_dir: Path) -> dict[str, float]:
+def read_rates(eval_dir: Path) -> dict[str, float | None]:
+    """The three rates of a run; None where the log says n/a (no scored reply)."""
     log = load_run(eval_dir)
-    return {key: float(log[key]) for key, _, _ in METRICS}
+    return {key: None if log.get(key) is None else float(log[key]) for key, _, _ in METRICS}
 
 
 def run_demo(s: DemoSettings) -> DemoResult:
@@ -164,7 +165,8 @@ def print_summary(result: DemoResult, run_dir: Path) -> None:
     thresholds = Thresholds()  # the evaluation steps run with the default targets
     for key, field_name, _ in METRICS:
         target = f"> {getattr(thresholds, field_name):g} %"
-        print(f"{key:<22}{result.rates['base'][key]:>11.1f}%{result.rates['fine-tuned'][key]:>13.1f}%{target:>12}")
+        base, tuned = (fmt_rate(result.rates[side][key]) for side in ("base", "fine-tuned"))
+        print(f"{key:<22}{base:>11}%{tuned:>13}%{target:>12}")
     print("=" * 64)
     if result.comparison:
         print("base (A) vs fine-tuned (B), 95 % Wilson intervals and the exact McNemar test on paired prompts:")

@@ -23,7 +23,7 @@ import logging
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -316,6 +316,7 @@ class DatasetReport:
     style: str
     seed: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    humaneval: dict = field(default_factory=dict)  # n-gram overlap with Qiskit HumanEval (evaluation.humaneval.decontam)
 
 
 def eval_prompt_keys() -> set[str]:
@@ -388,11 +389,14 @@ def generate_dataset(out_dir: Path, num_examples: int = DEFAULT_NUM_EXAMPLES, se
     kept.sort(key=lambda e: e.id)
     train, val = split(kept, val_fraction)
     overlap = sum(normalise(ex.user) in banned for ex in kept)
+    from evaluation.humaneval.decontam import humaneval_overlap
+
+    humaneval = asdict(humaneval_overlap(ex.user + "\n" + ex.reply for ex in kept))
     report = DatasetReport(
         out_dir=out_dir, requested=num_examples, num_train=len(train), num_val=len(val),
         candidates=candidates, duplicates=duplicates, decontaminated=decontaminated,
         rejected=sum(rejections.values()), rejection_reasons=dict(rejections), eval_prompt_overlap=overlap,
-        num_eval_prompts=len(banned), style=style, seed=seed, counts=_counts(kept))
+        num_eval_prompts=len(banned), style=style, seed=seed, counts=_counts(kept), humaneval=humaneval)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out_dir / "train.jsonl", (ex.record() for ex in train))
     _write_jsonl(out_dir / "val.jsonl", (ex.record() for ex in val))
@@ -459,7 +463,15 @@ def dataset_card(r: DatasetReport) -> str:
               f"Compared every user prompt with the evaluation package's {r.num_eval_prompts} distinct "
               "prompts (`evaluation.prompts.build_prompts`), normalised (lower case, collapsed "
               f"whitespace, trailing punctuation stripped), exact match. Overlap in the written data: "
-              f"**{r.eval_prompt_overlap}**.", "", "## Composition", ""]
+              f"**{r.eval_prompt_overlap}**.", ""]
+    if r.humaneval:
+        h = r.humaneval
+        lines += [f"Qiskit HumanEval: examples (user + assistant turn) sharing a {h['ngram']}-gram of code tokens "
+                  "with any HumanEval prompt or canonical solution, both variants "
+                  f"(`evaluation.humaneval.decontam`): **{h['texts_with_overlap']}** of {h['num_texts']} "
+                  f"({h['shared_ngrams']} distinct shared n-grams"
+                  + (f"; e.g. `{h['example']}`" if h["example"] else "") + ").", ""]
+    lines += ["## Composition", ""]
     for key, counts in r.counts.items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines) + "\n"

@@ -557,7 +557,9 @@ def test_isolation_failure_for_one_reply_fails_closed(monkeypatch):
     for i, step in enumerate(steps, start=1):
         bad, good = res[2 * i - 1], res[2 * i]
         assert good["verification_pass"], (step, good["error"])
-        assert bad["failure"] == "judge_error" and bad["verification_pass"] is False, (step, bad)
+        # no verdict on the reply (verification_pass null), never a failure of it
+        assert bad["failure"] == "judge_error" and bad["verification_pass"] is None, (step, bad)
+        assert bad["judge_error"] == bad["error"], (step, bad)
         assert bad["error"].startswith(f"isolation failed: {step}:"), (step, bad["error"])
         if step in JUDGE_STEPS:  # the reply ran, but no judge ran on it less isolated than logged
             assert "REPLY-RAN" in (bad.get("stdout_tail") or "")

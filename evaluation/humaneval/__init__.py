@@ -1,0 +1,1 @@
+"""Qiskit HumanEval through an OpenAI-compatible endpoint, judged in the evaluation sandbox (docs/humaneval.md)."""
