@@ -13,6 +13,7 @@ from typing import Any
 import openai
 
 from evaluation.prompts import PromptSpec
+from evaluation.report import parse_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,7 @@ def read_replies(path: Path) -> list[dict]:
         with open(path, "r+b") as fh:
             fh.truncate(cut)
         data = data[:cut]
-    out = []
-    for i, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
-    return out
+    return parse_jsonl(data.decode("utf-8"), path)
 
 
 def _status_message(exc: openai.APIStatusError) -> str:

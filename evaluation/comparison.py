@@ -11,7 +11,6 @@ Two kinds of output directory are compared:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import yaml
 
 from evaluation import stats
-from evaluation.report import METRICS, Thresholds, _pct, _plt, _table, fmt_rate, load_run, scored
+from evaluation.report import METRICS, Thresholds, _pct, _plt, _table, fmt_rate, load_run, parse_jsonl, scored
 
 HUMANEVAL_LOG = "humaneval_log.yaml"
 BOOTSTRAP_SEED = 0
@@ -40,14 +39,7 @@ VERBS = {"syntax_rate": "writes valid syntax for", "verification_rate": "verifie
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (the comparison pairs replies by id from it)")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
-    return rows
+    return parse_jsonl(path.read_text(encoding="utf-8"), path)
 
 
 def is_humaneval_dir(path: Path) -> bool:

@@ -102,6 +102,18 @@ def finite_or_null(value: Any) -> Any:
     return value
 
 
+def parse_jsonl(text: str, path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines text (blank lines skipped); ValueError naming path:line otherwise."""
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not JSON ({exc.msg})") from None
+    return rows
+
+
 def write_results(out_dir: Path, results: list[dict]) -> Path:
     path = out_dir / "results.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
