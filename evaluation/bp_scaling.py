@@ -1,7 +1,7 @@
 """The reply's ansatz at larger sizes, for the barren-plateau verdict (docs/evaluation.md).
 
-In G (the reply process, hostile side), `rebuild_scaled` builds the same ansatz at n+2, n+4 and 8 qubits
-(`scaled_sizes`, capped at BP_SCALING_MAX_QUBITS) where the reply allows it, in one of three ways:
+In G (the reply process, hostile side), `rebuild_scaled` builds the same ansatz at the larger sizes of
+`scaled_sizes` (2 -> 4, 6, 8; 4 -> 6, 8; 6 -> 8; 8 -> 10; capped at BP_SCALING_MAX_QUBITS) where the reply allows it, in one of three ways:
 
 - `call NAME()` with one required argument (find_circuit called the reply's function with n): call
   it again with the larger count;

@@ -48,6 +48,7 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
     from qiskit import qpy
 
     circuit, how = None, "not searched"
+    chosen = (namespace, job.get("code"))  # the namespace and code the judged circuit came from
     if header.get("exec_error") is None:
         circuit, how = _find(namespace, job, header)
     if circuit is None and job.get("fallbacks"):
@@ -63,6 +64,7 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             if (found is not None and found.num_qubits == int(job["num_qubits"])
                     and found.num_parameters > 0):
                 circuit, how = found, found_how
+                chosen = (ns, code)
                 header.update(exec_error=None, fallback=i, whole_answer_error=str(first_error)[:300])
                 break
     header["found_by"] = how
@@ -73,10 +75,31 @@ def collect(namespace: dict, job: dict, header: dict) -> None:
             header["qpy"] = base64.b64encode(buf.getvalue()).decode()
         except BaseException as exc:  # noqa: BLE001
             header["exec_error"] = SERIALISE_ERROR + short_exc(exc)
-        if "qpy" in header and job.get("bp_rule", "scaling") == "scaling":  # the ansatz at larger sizes (time-boxed)
-            from evaluation.bp_scaling import rebuild_scaled
+    return chosen if "qpy" in header else None
 
-            rebuild_scaled(namespace, job, header)
+
+SCALED_FIELDS = ("qpy_scaled", "scaled_by", "scaling_note")
+
+
+def collect_more(context, job: dict, header: dict) -> dict:
+    """In G, after the prompt-size result line went out: the ansatz rebuilt at larger sizes from the
+    namespace and code the judged circuit came from (a fallback fence's own, when one was judged),
+    time-boxed. If this never finishes, the judge still has the first line (merge_more)."""
+    if context is None or job.get("bp_rule", "scaling") != "scaling":
+        return {}
+    from evaluation.bp_scaling import rebuild_scaled
+
+    namespace, code = context
+    scaled: dict = {"found_by": header.get("found_by")}
+    rebuild_scaled(namespace, {**job, "code": code}, scaled)
+    return {k: scaled[k] for k in SCALED_FIELDS if k in scaled}
+
+
+def merge_more(header: dict, more: dict) -> dict:
+    """The first line plus the rebuilt circuits; when the second line is missing or malformed, a note."""
+    if "error" in more:
+        return {**header, "scaling_note": "not rebuilt: the rebuild at larger sizes did not finish in time"}
+    return {**header, **{k: more[k] for k in SCALED_FIELDS if k in more}}
 
 
 def _find(namespace: dict, job: dict, header: dict):

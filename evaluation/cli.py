@@ -131,8 +131,10 @@ def _unscored_exit(summaries: list[dict], args) -> bool:
 
 def _bp_basis_counts(results: list[dict]) -> dict[str, int]:
     """How many verified replies' bp_free was decided by each basis (flat, scaling, ratio, undecided, absolute)."""
+    from evaluation.report import scored
+
     counts: dict[str, int] = {}
-    for r in results:
+    for r in filter(scored, results):  # as the rates: judge and request errors have no verdict
         if r.get("bp_basis"):
             counts[str(r["bp_basis"])] = counts.get(str(r["bp_basis"]), 0) + 1
     return dict(sorted(counts.items()))

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from evaluation import stats
+from evaluation.failures import EXCLUDED, JUDGE_ERROR
 from evaluation.report import METRICS, Thresholds, _pct, _plt, _table, fmt_rate, load_run, parse_jsonl, scored
 
 HUMANEVAL_LOG = "humaneval_log.yaml"
@@ -79,7 +80,7 @@ def _outcomes_by_id(results: list[dict], path: Path) -> dict[str, dict[str, bool
 
 
 def metric_stats(a: dict[str, bool], b: dict[str, bool]) -> dict[str, Any]:
-    """Wilson intervals of both rates (all replies of each run), McNemar on the ids both runs have."""
+    """Wilson intervals of both rates (the scored replies of each run), McNemar on the ids both runs have."""
     paired = stats.pair_outcomes(a, b)
     return {"a_ci95": _ci(stats.wilson_interval(sum(a.values()), len(a))),
             "b_ci95": _ci(stats.wilson_interval(sum(b.values()), len(b))),
@@ -174,7 +175,7 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
 
 
 METHOD_NOTE = (
-    "How to read this: intervals are 95 % Wilson score intervals of each rate over all of that run's replies. "
+    "How to read this: intervals are 95 % Wilson score intervals of each rate over that run's scored replies (judge and request errors have no verdict). "
     "The test pairs the replies by prompt `id` (the same prompt, and with the same `--seed` the same sampling "
     "seed) and applies the exact two-sided McNemar test: only prompts where exactly one model succeeds count, "
     "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
@@ -231,15 +232,18 @@ def load_humaneval(run_dir: Path) -> dict:
 
 
 def per_task_pass_at_1(results: list[dict], path: Path) -> dict[str, float]:
-    """task_id -> mean of `passed` over its samples, in percent; tasks with an `excluded` sample are left out."""
+    """task_id -> mean of `passed` over its samples, in percent; tasks with an `excluded` sample are left out,
+    and so are samples the judge could not decide (`judge_error`: no verdict, as in pass@k)."""
     by_task: dict[str, list[bool]] = {}
     excluded: set[str] = set()
     for r in results:
         if "task_id" not in r or "passed" not in r:
             raise ValueError(f"{path}: every row needs task_id and passed")
         tid = str(r["task_id"])
-        if r.get("failure") == "excluded":
+        if r.get("failure") == EXCLUDED:
             excluded.add(tid)
+        if r.get("failure") == JUDGE_ERROR:
+            continue
         by_task.setdefault(tid, []).append(bool(r["passed"]))
     return {t: 100.0 * sum(v) / len(v) for t, v in by_task.items() if t not in excluded}
 

@@ -247,8 +247,9 @@ _KNOWN = set(FAILURES) | {JUDGE_ERROR, ASSERTION, EXCLUDED}
 
 
 def verification_failure(result: dict, expected_qubits: int, max_depth: int) -> str:
-    """The verification-level kind of a circuit that was found but failed, in verify_circuit's order
-    of checks (qubit count, depth, free parameters); invalid_circuit when none of them explains it."""
+    """The verification-level kind of a circuit that was found but failed, when the judge gave none
+    (qubit count, depth, free parameters); invalid_circuit when none of them explains it. The judge's
+    own `failure` (verify.VERIFICATION_FAILURES order) takes precedence in failure_of."""
     if result.get("num_qubits_found") != expected_qubits:
         return "wrong_qubits"
     if isinstance(result.get("depth"), int) and result["depth"] > max_depth:

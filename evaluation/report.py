@@ -28,8 +28,14 @@ def _pct(num: int, den: int) -> float | None:
 
 
 def scored(r: dict) -> bool:
-    """A reply the rates count: the endpoint answered it and the judge decided it."""
-    return not r.get("judge_error") and not r.get("request_error")
+    """A reply the rates count: the endpoint answered it and the judge reached the seed's verdicts
+    (verification and, for a verified circuit, the BP check). A judge error in the optional VQE alone
+    leaves those verdicts standing: it is still listed under judge_errors (and exits 2)."""
+    if r.get("request_error"):
+        return False
+    if not r.get("judge_error"):
+        return True
+    return r.get("verification_pass") is not None and r.get("bp_status") != "judge_error"
 
 
 def _rates(results: list[dict]) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def summarize(results: list[dict], thresholds: Thresholds) -> dict[str, Any]:
 
 def failure_summary(results: list[dict]) -> dict[str, Any]:
     """`failures`: kind -> count over the replies that failed (docs/evaluation.md, "failure"), most common
-    first; `api_drift_rate`: percent of all replies whose code used an API that Qiskit removed
+    first; `api_drift_rate`: percent of the (scored) replies whose code used an API that Qiskit removed
     (`removed_apis` not empty); `removed_apis`: API name -> number of replies using it."""
     from collections import Counter
 

@@ -278,8 +278,12 @@ def _reply_process(job: dict, iso: Isolation, workdir: str, uid: int | None, lim
             header["exit"] = str(exc.code)[:200]
         except BaseException as exc:  # noqa: BLE001 - anything the reply raises is its own failure
             header["exec_error"] = short_exc(exc)
-        job_kind(job).collect(namespace, job, header)
+        kind = job_kind(job)
+        context = kind.collect(namespace, job, header)
         _write_all(_RESULT_FD, (json.dumps(header) + "\n").encode())
+        if hasattr(kind, "collect_more"):  # optional, after the verdict-bearing line: may run out of time
+            extra = kind.collect_more(context, job, header)
+            _write_all(_RESULT_FD, (json.dumps(extra) + "\n").encode())
         status = 0
     except BaseException:  # noqa: BLE001
         try:
@@ -292,26 +296,28 @@ def _reply_process(job: dict, iso: Isolation, workdir: str, uid: int | None, lim
 
 # ---------------------------------------------------------------------------------- supervisor (I)
 
-def _read_line(fd: int, deadline: float, cap: int) -> tuple[bytes | None, str | None]:
-    """One newline-terminated line from fd before `deadline`, at most `cap` bytes."""
-    chunks, size = [], 0
-    while True:
+def _read_line(fd: int, deadline: float, cap: int, pending: bytes = b"") -> tuple[bytes | None, str | None, bytes]:
+    """One newline-terminated line from fd (after the bytes already `pending`) before `deadline`, at
+    most `cap` bytes: (line or None, why not, the bytes read past the line)."""
+    chunks, size = [pending], len(pending)
+    while b"\n" not in b"".join(chunks):
+        if size > cap:
+            return None, "too_large", b""
         left = deadline - time.monotonic()
         if left <= 0:
-            return None, "timeout"
+            return None, "timeout", b""
         r, _, _ = select.select([fd], [], [], left)
         if not r:
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
-            data = b"".join(chunks)
-            return (data, None) if data.endswith(b"\n") else (None, "eof")
+            return None, "eof", b""
         chunks.append(chunk)
         size += len(chunk)
-        if b"\n" in chunk:
-            return b"".join(chunks).split(b"\n", 1)[0] + b"\n", None
-        if size > cap:
-            return None, "too_large"
+    line, rest = b"".join(chunks).split(b"\n", 1)
+    if len(line) > cap:
+        return None, "too_large", b""
+    return line + b"\n", None, rest
 
 
 def _tail(fd: int, cap: int) -> str:
@@ -423,8 +429,11 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
         os.write(out_fd, f"G {pid}\n".encode())
         setup = _read_setup(sr, t0 + limits.timeout_s)
         os.close(sr)
+        more = None  # the kind's optional second line (collect_more); none if it never arrives in time
         if setup == "ok":
-            line, problem = _read_line(r, t0 + limits.timeout_s, limits.result_bytes)
+            line, problem, rest = _read_line(r, t0 + limits.timeout_s, limits.result_bytes)
+            if line is not None and hasattr(job_kind(job), "collect_more"):
+                more, _, _ = _read_line(r, t0 + limits.timeout_s, limits.result_bytes, rest)
         _kill_reply(pid, pid_ns)
         _, wstatus = os.waitpid(pid, 0)
         result["exec_seconds"] = round(time.monotonic() - t0, 3)
@@ -449,6 +458,8 @@ def _supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | No
         if iso.seccomp:
             _step("judge_seccomp", fault, isolation.seccomp_restrict)
         header = _read_header(line, problem, wstatus, limits)
+        if "error" not in header and hasattr(job_kind(job), "collect_more"):
+            header = job_kind(job).merge_more(header, _read_header(more, "timeout", wstatus, limits))
         if "error" in header:
             result.update(job_kind(job).failed_run(job, header["error"], header["failure"]))
         else:

@@ -46,9 +46,9 @@ def preload(modules: Iterable[str]) -> list[str]:
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception as exc:  # noqa: BLE001  (a broken optional package must not stop the server)
             missing.append(name)
-            log.warning("sandbox preload: %s is not installed", name)
+            log.warning("sandbox preload: %s could not be imported (%s)", name, exc)
     # qiskit_ibm_runtime fixes its account file at import time from the fork server's HOME, which reply
     # code may not read (PermissionError). Its readers expand "~" again at call time, so a reply sees what
     # a fresh interpreter in the sandbox sees: no saved account in its own HOME (AccountNotFoundError).

@@ -86,9 +86,10 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
                                         if str(r.get("error") or "").endswith(CANONICAL_PASSED_MARK)]
         meta["exclusions_known"] = len(exclusions())
     summary = write_all(args.out, results, args.variant, model=model, extra=meta)
-    table = "  ".join(f"pass@{k} {v:.2f}%" for k, v in summary["pass_at"].items())
+    table = "  ".join(f"pass@{k} {v:.2f}%" for k, v in summary["pass_at"].items()) or "pass@k n/a"
+    all_1 = summary["pass_at_all_tasks"].get(1)
     print(f"{model or args.out} ({args.variant}): {table}  over {summary['num_tasks_scored']} tasks "
-          f"({len(summary['excluded'])} excluded; all tasks: pass@1 {summary['pass_at_all_tasks'].get(1, 0.0):.2f}%); "
+          f"({len(summary['excluded'])} excluded; all tasks: pass@1 {'n/a' if all_1 is None else f'{all_1:.2f}%'}); "
           f"files in {args.out}")
     return summary, results
 
@@ -110,7 +111,7 @@ def _unscored_exit(summary: dict, request_errors: list[dict]) -> bool:
 def _cmd_score(args) -> int:
     from evaluation.client import read_replies
     from evaluation.humaneval.report import write_jsonl
-    from evaluation.humaneval.scoring import parse_samples
+    from evaluation.humaneval.scoring import parse_samples, split_refused
 
     if not args.samples.is_file():
         print(f"error: {args.samples} not found", file=sys.stderr)
@@ -119,7 +120,8 @@ def _cmd_score(args) -> int:
         records = read_replies(args.samples)
         if not records:
             raise ValueError(f"{args.samples} holds no samples")
-        samples = parse_samples(records, args.variant)
+        to_score, refused = split_refused(records)
+        samples = parse_samples(to_score, args.variant)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -128,8 +130,8 @@ def _cmd_score(args) -> int:
     if args.samples.resolve() != (args.out / "samples.jsonl").resolve():
         write_jsonl(args.out / "samples.jsonl", records)
     summary, _ = _score_and_write(samples, args, model=", ".join(models) or None,
-                                  extra={"samples_file": str(args.samples)})
-    return EXIT_ERROR if _unscored_exit(summary, []) else EXIT_OK
+                                  extra={"samples_file": str(args.samples), "request_errors": refused})
+    return EXIT_ERROR if _unscored_exit(summary, refused) else EXIT_OK
 
 
 def _cmd_canonical(args) -> int:
@@ -151,9 +153,9 @@ def _cmd_canonical(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from evaluation.client import EndpointError, collect, latest_by_id, preflight, read_replies
+    from evaluation.client import EndpointError, collect, preflight, read_replies
     from evaluation.humaneval.prompts import build_requests, sample_record
-    from evaluation.humaneval.scoring import parse_samples
+    from evaluation.humaneval.scoring import parse_samples, split_refused
     from evaluation.humaneval.tasks import load_tasks
 
     if args.samples < 1 or args.concurrency < 1 or args.max_tokens < 1 or (args.num_tasks is not None and args.num_tasks < 1):
@@ -181,17 +183,15 @@ def _cmd_run(args) -> int:
         print(f"interrupted: samples so far are in {path}; rerun with --resume", file=sys.stderr)
         return EXIT_ERROR
     wanted = {r.id for r in requests}
-    # the last record of each request (a resumed run re-sends refused ones); refusals are not scored
-    records = [r for r in latest_by_id(read_replies(path)) if r.get("id") in wanted]
+    # a resumed run re-sends refused requests (the later record counts); refusals are not scored
+    to_score, refused = split_refused([r for r in read_replies(path) if r.get("id") in wanted])
     order = {r.id: i for i, r in enumerate(requests)}
-    records.sort(key=lambda r: order[r["id"]])
-    refused = [{"task_id": r.get("task_id"), "sample": r.get("sample"), "reason": str(r.get("error"))[:300]}
-               for r in records if r.get("finish_reason") == "error"]
-    samples = parse_samples([r for r in records if r.get("finish_reason") != "error"], args.variant)
+    to_score.sort(key=lambda r: order[r["id"]])
+    samples = parse_samples(to_score, args.variant)
     extra = {"endpoint": args.base_url, "api": args.api, "temperature": args.temperature, "max_tokens": args.max_tokens,
              "seed": args.seed, "concurrency": args.concurrency, "query_seconds": round(s.seconds, 2),
              "request_errors": refused,
-             "finish_reasons": {str(k): v for k, v in _count(r.get("finish_reason") for r in records).items()}}
+             "finish_reasons": {str(k): v for k, v in _count(r.get("finish_reason") for r in to_score).items()}}
     summary, _ = _score_and_write(samples, args, model=args.model, extra=extra)
     return EXIT_ERROR if _unscored_exit(summary, refused) else EXIT_OK
 

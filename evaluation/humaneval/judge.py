@@ -105,5 +105,5 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     return verdict(None if exec_error is None else str(exec_error), None if exit_code is None else str(exit_code))
 
 
-def failed_run(job: dict, error: str, failure: str) -> dict:
+def failed_run(job: dict, error: str, failure: str, partial: dict | None = None) -> dict:
     return {"passed": False, "failure": failure, "error": error}

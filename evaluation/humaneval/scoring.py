@@ -57,6 +57,20 @@ def parse_samples(records: Iterable[dict], variant: str) -> list[Sample]:
     return out
 
 
+def split_refused(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the records to score, the requests the endpoint refused as {task_id, sample, reason}). A refusal
+    that a later record of the same (task_id, sample) replaces (a `--resume` resent it) is dropped;
+    refusals are never scored (docs/humaneval.md). Real duplicates stay, for parse_samples to refuse."""
+    def key(r: dict) -> tuple:
+        return r.get("task_id"), r.get("sample", 0)
+
+    last = {key(r): i for i, r in enumerate(records)}
+    kept = [r for i, r in enumerate(records) if not (r.get("finish_reason") == "error" and last[key(r)] != i)]
+    refused = [{"task_id": r.get("task_id"), "sample": r.get("sample", 0), "reason": str(r.get("error"))[:300]}
+               for r in kept if r.get("finish_reason") == "error"]
+    return [r for r in kept if r.get("finish_reason") != "error"], refused
+
+
 def canonical_samples(variant: str) -> list[Sample]:
     """The canonical solutions as completions (normal: the body; hard: the whole function)."""
     return [Sample(t.task_id, 0, t.canonical_solution) for t in load_tasks(variant)]

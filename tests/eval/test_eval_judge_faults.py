@@ -95,6 +95,12 @@ def test_vqe_failure_keeps_the_bp_verdict(monkeypatch):
     assert r["verification_pass"] is True and r["bp_free"] is True and r["bp_status"] == "checked"
     assert r["judge_error"] == "VQE failed: RuntimeError: injected judge fault 'vqe_error'"
     assert r["energy_error"] is None
+    # the seed's verdicts were all reached: the reply stays in the rates, and is still listed
+    from evaluation.report import Thresholds, summarize
+
+    s = summarize([r], Thresholds())
+    assert (s["num_tests"], s["verification_rate"], s["bp_free_rate"]) == (1, 100.0, 100.0)
+    assert [e["id"] for e in s["judge_errors"]] == ["v"]
 
 
 def test_fault_hook_is_off_without_the_environment_variable():
