@@ -68,16 +68,17 @@ spec_hash() {
 optional_graphviz() {
   command -v dot >/dev/null 2>&1 && return 0
   local skip="2 HumanEval tasks will be excluded until \`apt-get install graphviz\` is run as root"
-  if [[ "$(id -u)" -ne 0 ]]; then say "note: Graphviz (dot) missing and not root: skipped; $skip"; return 0; fi
+  if [[ "$EUID" -ne 0 ]]; then say "note: Graphviz (dot) missing and not root: skipped; $skip"; return 0; fi
   if ! command -v apt-get >/dev/null 2>&1; then say "note: Graphviz (dot) missing and no apt-get: skipped; $skip"; return 0; fi
-  if DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends graphviz >/dev/null 2>&1; then
+  # a fresh machine may have no package lists yet: update once, then retry
+  if DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends graphviz >/dev/null 2>&1 ||
+     { timeout 600 apt-get update -q >/dev/null 2>&1 &&
+       DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends graphviz >/dev/null 2>&1; }; then
     say "installed Graphviz (dot) for the HumanEval judge"
   else
     say "note: apt-get install graphviz failed: skipped; $skip"
   fi
 }
-if [[ "$WHICH" == train ]]; then optional_graphviz; fi
-
 STAMP="$VENV/.qm-stamp"
 WANT="$(spec_hash)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$VENV/bin/python" ]]; then
@@ -86,6 +87,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$VENV/bin/python" ]]; t
 fi
 
 PY="$(find_python)" || die "Python >= 3.11 with the venv module is required; install it (e.g. apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.11"
+if [[ "$WHICH" == train ]]; then optional_graphviz; fi
 
 mkdir -p "$ROOT/.cache"
 free_gb=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4/1048576)}')
