@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
-from typing import Iterable
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,41 @@ def modules_used(codes: Iterable[str | None]) -> list[str]:
     return out
 
 
-def preload(modules: Iterable[str]) -> list[str]:
-    """Import `modules` (matplotlib on Agg) in the fork server; returns those that are not installed."""
+@contextmanager
+def home_expanded_at_use() -> Iterator[None]:
+    """HOME="~" (and a scratch cwd) while importing: a module that computes `expanduser("~")` at import time
+    (qiskit_ibm_runtime's account file, qiskit's settings.conf) keeps "~", expanded when used, in the reply,
+    against the reply's own HOME: preloading must not change what the reply sees (not the caller's home)."""
+    old_home, old_cwd = os.environ.get("HOME"), os.getcwd()
+    scratch = tempfile.mkdtemp(prefix="qm-he-preload-")
+    os.environ["HOME"] = "~"
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old_home
+        left = os.listdir(scratch)
+        if left:
+            log.warning("sandbox preload: imports wrote %s under their working directory", left)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def preload(modules: Iterable[str], missing_level: int = logging.WARNING) -> list[str]:
+    """Import `modules` (matplotlib on Agg) in the fork server, under home_expanded_at_use (qiskit_ibm_runtime
+    fixes its account file from HOME at import: with "~" kept, a reply sees what a fresh interpreter in the
+    sandbox sees, no saved account in its own HOME, AccountNotFoundError, not PermissionError on the
+    server's). Returns those that could not be imported, each logged at `missing_level`."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001  (a broken optional package must not stop the server)
-            missing.append(name)
-            log.warning("sandbox preload: %s could not be imported (%s)", name, exc)
-    # qiskit_ibm_runtime fixes its account file at import time from the fork server's HOME, which reply
-    # code may not read (PermissionError). Its readers expand "~" again at call time, so a reply sees what
-    # a fresh interpreter in the sandbox sees: no saved account in its own HOME (AccountNotFoundError).
-    management = sys.modules.get("qiskit_ibm_runtime.accounts.management")
-    if management is not None and hasattr(management, "_DEFAULT_ACCOUNT_CONFIG_JSON_FILE"):
-        management._DEFAULT_ACCOUNT_CONFIG_JSON_FILE = os.path.join("~", ".qiskit", "qiskit-ibm.json")
+    with home_expanded_at_use():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001  (a broken optional package must not stop the server)
+                missing.append(name)
+                log.log(missing_level, "sandbox preload: %s could not be imported (%s)", name, exc)
     return missing

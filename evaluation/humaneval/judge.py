@@ -9,15 +9,11 @@ failure vocabulary (evaluation.failures.classify_exec_error).
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
+from evaluation import stack
 from evaluation.failures import ASSERTION, classify_exec_error
 
 log = logging.getLogger(__name__)
@@ -42,29 +38,6 @@ def dataset_modules() -> list[str]:
     return sorted(names)
 
 
-@contextmanager
-def _home_expanded_at_use() -> Iterator[None]:
-    """HOME="~" (and a scratch cwd) while importing: a module that computes `expanduser("~")` at import time
-    (qiskit_ibm_runtime's account file, qiskit's settings.conf) keeps "~", expanded when used, in the reply,
-    against the reply's own HOME: preloading must not change what the reply sees (not the caller's home)."""
-    old_home, old_cwd = os.environ.get("HOME"), os.getcwd()
-    scratch = tempfile.mkdtemp(prefix="qm-he-preload-")
-    os.environ["HOME"] = "~"
-    os.chdir(scratch)
-    try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        if old_home is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = old_home
-        left = os.listdir(scratch)
-        if left:
-            log.warning("humaneval preload: imports wrote %s under their working directory", left)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def preload() -> None:
     """In the fork server, once: everything the tasks import, so a forked reply starts warm (a fresh
     interpreter spends ~1.2 s on these imports). A module missing here is left to fail in the reply."""
@@ -74,12 +47,7 @@ def preload() -> None:
     import matplotlib.font_manager  # noqa: F401  (the font list, built once, not per reply)
     import matplotlib.pyplot  # noqa: F401
 
-    with _home_expanded_at_use():
-        for name in dataset_modules():
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - e.g. qiskit_ibm_transpiler (not installed)
-                log.debug("humaneval preload: %s not importable (%s)", name, exc)
+    stack.preload(dataset_modules(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
 
 
 def collect(namespace: dict, job: dict, header: dict) -> None:
