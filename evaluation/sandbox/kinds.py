@@ -52,6 +52,12 @@ def interactive(kind: ModuleType) -> bool:
 Call = Callable[[bytes], "bytes | None"]
 
 
+class BudgetExceeded(Exception):
+    """Raised in I when the judge's CPU budget (RLIMIT_CPU's soft limit) is spent: I handles nothing but the
+    reply's artifact, so the artifact is too complex to judge (the reply's failure `too_complex`, never a judge
+    error a reply could provoke to leave the rates)."""
+
+
 def short_exc(exc: BaseException) -> str:
     """An exception as one short line: "TypeName: message" (at most 300 characters)."""
     try:

@@ -113,6 +113,7 @@ def _run_and_hand_over(job: dict, limits: SandboxLimits, own_proc: bool, deadlin
     header: dict[str, Any] = {"exec_error": None}
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": os.path.join(os.getcwd(), "reply.py")}
     kind = job_kind(job)
+    send = _sender()  # bound before the reply runs: what the reply patches later is not what sends
     try:
         exec(compile(job["code"], "reply.py", "exec", dont_inherit=True), namespace)
     except SystemExit as exc:
@@ -120,18 +121,37 @@ def _run_and_hand_over(job: dict, limits: SandboxLimits, own_proc: bool, deadlin
     except BaseException as exc:  # noqa: BLE001 - anything the reply raises is its own failure
         header["exec_error"] = short_exc(exc)
     if interactive(kind):
-        channel.write_all(RESULT_FD, channel.dumps_line(header))
+        send(channel.dumps_line(header))
         with os.fdopen(CALLS_FD, "rb", buffering=0) as rfile, os.fdopen(RESULT_FD, "wb", buffering=0) as wfile:
             kind.serve_calls(namespace, job, rfile, wfile)
         return 0
     if own_proc and os.getpid() == 1:
         _kill_leftovers(deadline)
     context = kind.collect(namespace, job, header)
-    channel.write_all(RESULT_FD, channel.dumps_line(header))
-    if hasattr(kind, "collect_more"):  # optional, after the verdict-bearing record: may run out of time
-        channel.write_all(RESULT_FD, channel.dumps_line(_collect_more_boxed(kind, context, job, header, limits,
-                                                                            deadline)))
+    send(channel.dumps_line(header))
+    if hasattr(kind, "collect_more"):  # optional, time-boxed by the kind itself (a forked child cannot do it:
+        # the reply may have started qiskit's Rust thread pool, which a fork leaves without its threads)
+        send(channel.dumps_line(kind.collect_more(context, job, header)))
     return 0
+
+
+def _sender():
+    """A writer of whole records to the result pipe that refuses (G exits 4: no verdict) when the descriptor is
+    no longer that pipe: a reply that points it elsewhere (dup2 of /dev/null) cannot silence G's own record
+    while its forged one stands. Bound to the os functions of this moment, before any reply code ran."""
+    fstat, write, exit_ = os.fstat, os.write, os._exit
+    st = fstat(RESULT_FD)
+    ident = (st.st_dev, st.st_ino)
+
+    def send(data: bytes) -> None:
+        now = fstat(RESULT_FD)
+        if (now.st_dev, now.st_ino) != ident:
+            exit_(4)
+        view = memoryview(data)
+        while view:
+            view = view[write(RESULT_FD, view):]
+
+    return send
 
 
 def _kill_leftovers(deadline: float) -> None:
@@ -148,27 +168,3 @@ def _kill_leftovers(deadline: float) -> None:
         except ChildProcessError:
             return
         time.sleep(0.002)
-
-
-def _collect_more_boxed(kind, context, job: dict, header: dict, limits: SandboxLimits, deadline: float) -> dict:
-    """The kind's collect_more in a forked child, killed at G's own deadline less a margin: a rebuild that never
-    returns (the reply's function swallows every alarm) costs the rebuild, never the verdict-bearing record."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            channel.write_all(w, channel.dumps_line(kind.collect_more(context, job, header)))
-        finally:
-            os._exit(0)
-    os.close(w)
-    margin = min(1.0, limits.timeout_s / 10)
-    line, problem, _ = channel.read_line(r, deadline - margin, limits.result_bytes)
-    os.close(r)
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-    more = channel.parse_object(line) if line is not None else None
-    return more if more is not None else {"error": f"rebuild: {problem or 'malformed'}"}

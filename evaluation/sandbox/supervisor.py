@@ -19,7 +19,7 @@ from typing import Any
 
 from evaluation.failures import JUDGE_ERROR
 from evaluation.sandbox import channel
-from evaluation.sandbox.kinds import interactive, job_kind, short_exc
+from evaluation.sandbox.kinds import BudgetExceeded, interactive, job_kind, short_exc
 from evaluation.sandbox.linux import cgroups, creds, landlock, namespaces, seccomp
 from evaluation.sandbox.linux.libc import PR_SET_PDEATHSIG, prctl
 from evaluation.sandbox.policy import (HIDDEN_DIRS, MiB, Isolation, IsolationError, SandboxLimits, fault_of,
@@ -149,14 +149,17 @@ def _no_records(problem: str | None, wstatus: int | None, limits: SandboxLimits)
 MALFORMED = {"error": "malformed result from the reply process", "failure": RUNTIME_ERROR}
 
 
-def parse_records(data: bytes, wstatus: int, most: int) -> list[dict] | dict:
-    """The records of a G that ended: 1..`most` complete JSON-object lines, and only from G's own exit path
-    (status 0). Otherwise the error dict (died, or malformed: extra, partial or unparsable records)."""
+def parse_records(data: bytes, wstatus: int, most: int, cap: int) -> list[dict] | dict:
+    """The records of a G that ended: 1..`most` complete JSON-object lines of at most `cap` bytes each, and only
+    from G's own exit path (status 0). Otherwise the error dict (died, too large, or malformed: extra, partial
+    or unparsable records)."""
     if not (os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) == 0) or not data:
         return _no_records(None, wstatus, SandboxLimits())
     lines = data.split(b"\n")
     if lines[-1] != b"" or not 1 <= len(lines) - 1 <= most:
         return dict(MALFORMED)
+    if any(len(line) > cap for line in lines):
+        return {"error": f"result larger than {cap} bytes", "failure": RESOURCE_LIMIT}
     records = [channel.parse_object(line) for line in lines[:-1]]
     if any(r is None or "error" in r or "failure" in r for r in records[:1]) or any(r is None for r in records):
         return dict(MALFORMED)
@@ -305,23 +308,31 @@ def _lock_down(uid: int | None, iso: Isolation, limits: SandboxLimits, fault: st
         step("judge_landlock", fault, landlock.landlock_restrict, [], readable=readable_paths())
     creds.set_limits(address_space=creds.current_vm_size() + 2 * limits.memory_bytes,
                      cpu_s=int(limits.judge_timeout_s), fsize=0, nofile=None, nproc=None)
+    signal.signal(signal.SIGXCPU, _budget_spent)  # soft limit: the kind's judge turns it into too_complex
     if os.geteuid() == 0:
         step("judge_capabilities", fault, creds.drop_capabilities)
     if iso.seccomp:
         step("judge_seccomp", fault, seccomp.seccomp_restrict)
 
 
+def _budget_spent(signum, frame) -> None:  # noqa: ARG001
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # the hard limit, one second on, still kills
+    raise BudgetExceeded("the judge's CPU budget was spent on this reply's artifact")
+
+
 def _judge_records(job, cfg, kind, watch, r, setup, deadline, limits, uid, iso, fault, result, out_fd, files, peak_fd,
                    t0, pid_ns) -> None:
     """Collect-and-judge kinds (the circuit judge): G's records, read once G has ended, then the kind's judge."""
-    data, problem = (_collect_until_end(watch, r, deadline, limits.result_bytes) if setup == "ok"
+    has_more = hasattr(kind, "collect_more")
+    most = 2 if has_more else 1
+    data, problem = (_collect_until_end(watch, r, deadline, most * limits.result_bytes) if setup == "ok"
                      else (b"", None))
     wstatus = _finish_reply(watch, pid_ns, result, files, peak_fd, t0, limits)
     if setup != "ok":
         raise IsolationError(setup)
     _lock_down(uid, iso, limits, fault)
-    has_more = hasattr(kind, "collect_more")
-    records = _no_records(problem, wstatus, limits) if problem else parse_records(data, wstatus, 2 if has_more else 1)
+    records = (_no_records(problem, wstatus, limits) if problem
+               else parse_records(data, wstatus, most, limits.result_bytes))
     if isinstance(records, dict):
         result.update(kind.failed_run(job, records["error"], records["failure"]))
         return
