@@ -1,0 +1,870 @@
+"""The HumanEval judge's wire: the test runs in a process the completion does not control (docs/sandbox.md).
+
+Two processes, one call at a time over JSON lines (ASCII, one object per line, size-capped):
+
+* G (hostile: the sandbox's reply process) execs only the task's prompt and the completion (no test code),
+  then `serve_calls`: reads a call request, calls the candidate with the decoded arguments, answers with the
+  encoded return value (or the exception the candidate raised: its type names and message), and repeats
+  until EOF.
+* T (trusted: the test harness, in the judge process) execs the task's dataset prelude (the prompt's imports
+  and stub) and the task's test, binds `candidate` and the global name of the entry point to a proxy that
+  forwards every call to G, and runs `check(proxy)`: `judge_calls`. The verdict is T's alone.
+
+Values cross as data only: tagged JSON values (`encode` / `decode`). Decoding builds GENUINE objects of an
+allow-list of types (None, bool, int, float, complex, str, bytes, list, tuple, set, frozenset, dict, range,
+numpy arrays and scalars of numeric dtypes, QuantumCircuit via qiskit.qpy, DAGCircuit, Instruction/Gate,
+Statevector, DensityMatrix, Operator, Choi, ScalarOp, SparsePauliOp, Pauli, Clifford, StabilizerState,
+CNOTDihedral, Counts, PropertySet, CouplingMap, Target, BitArray, DataBin, PubResult, PrimitiveResult,
+PrimitiveJob, a replica of a matplotlib Figure (axes, titles, tick labels, bars, lines), a fake backend by
+its class name (arguments only)), each through its public constructor: a subclass or an object whose
+`__eq__` / `equiv` lies can never come out of `decode`, and nothing is unpickled or eval'd. A value of
+any other type arrives as `Unsupported`: every use of it raises TypeError (it cannot compare equal, be
+true or be iterated). The survey that chose these types: docs/humaneval.md ("The judge's wire").
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import io
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable
+
+from evaluation.failures import JUDGE_ERROR, classify_exec_error
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 8 * 1024 * 1024   # bytes per request or response line (the runner caps it too)
+MAX_DEPTH = 32               # nesting of tagged values
+_NUMERIC_KINDS = "biufc"     # numpy dtype kinds that cross (bool, int, uint, float, complex)
+
+
+class WireError(ValueError):
+    """A value that cannot cross (too deep, a non-numeric dtype, malformed data)."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _float(x: float) -> float | str:
+    x = float(x)
+    return x if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def _unfloat(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise WireError("float expected")
+    if isinstance(v, str):
+        if v not in ("nan", "inf", "-inf"):
+            raise WireError("float expected")
+        return float(v)
+    return float(v)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(s: Any) -> bytes:
+    if not isinstance(s, str):
+        raise WireError("base64 text expected")
+    return base64.b64decode(s.encode("ascii"), validate=True)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise WireError("int expected")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise WireError("str expected")
+    return v
+
+
+def _list(v: Any) -> list:
+    if not isinstance(v, list):
+        raise WireError("list expected")
+    return v
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    return tuple(_int(x) for x in _list(v))
+
+
+def dumps(obj: dict) -> bytes:
+    """One wire line (ASCII JSON, no NaN literals, newline-terminated)."""
+    return (json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def loads(line: bytes) -> dict:
+    """One wire line -> dict; WireError for anything else (too long, not ASCII JSON, nested too deep)."""
+    if len(line) > MAX_LINE:
+        raise WireError(f"line longer than {MAX_LINE} bytes")
+    try:
+        obj = json.loads(line.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"not a JSON line: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise WireError("not a JSON object")
+    return obj
+
+
+# ------------------------------------------------------------------------------------------ qiskit pieces
+
+def _qpy_dump(circuit) -> str:
+    from qiskit import qpy
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qpy.dump(circuit, buf)
+    return _b64(buf.getvalue())
+
+
+def _qpy_load(s: Any):
+    from qiskit import QuantumCircuit, qpy
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            circuits = qpy.load(io.BytesIO(_unb64(s)))
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser complaint: malformed data
+        raise WireError(f"invalid QPY: {type(exc).__name__}: {exc}"[:200]) from None
+    if len(circuits) != 1 or type(circuits[0]) is not QuantumCircuit:
+        raise WireError("QPY must hold exactly one circuit")
+    return circuits[0]
+
+
+def _array(v) -> dict:
+    import numpy as np
+
+    a = np.ascontiguousarray(v)
+    if a.dtype.kind not in _NUMERIC_KINDS:
+        raise WireError(f"numpy dtype {a.dtype} does not cross (numeric dtypes only)")
+    return {"t": "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "b64": _b64(a.tobytes())}
+
+
+def _unarray(obj: dict):
+    import numpy as np
+
+    dtype = np.dtype(_str(obj.get("dtype")))
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise WireError(f"numpy dtype {dtype} does not cross")
+    shape = _ints(obj.get("shape"))
+    data = _unb64(obj.get("b64"))
+    if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize != len(data):
+        raise WireError("ndarray shape does not match its data")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _instruction_circuit(op):
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(op.num_qubits, op.num_clbits)
+    qc.append(op, range(op.num_qubits), range(op.num_clbits))
+    return qc
+
+
+def _uninstruction(obj: dict):
+    qc = _qpy_load(obj.get("qpy"))
+    if len(qc.data) != 1:
+        raise WireError("an instruction crosses as a one-instruction circuit")
+    return qc.data[0].operation
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def _figure(fig) -> dict:
+    """A replica recipe: per axes its position, title, labels, tick labels, bars (Rectangle patches), lines."""
+    from matplotlib.patches import Rectangle
+
+    axes = []
+    for ax in fig.axes:
+        axes.append({
+            "pos": [_float(x) for x in ax.get_position().bounds],
+            "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+            "xticks": [_float(x) for x in ax.get_xticks()],
+            "xticklabels": [t.get_text() for t in ax.get_xticklabels()],
+            "yticks": [_float(x) for x in ax.get_yticks()],
+            "yticklabels": [t.get_text() for t in ax.get_yticklabels()],
+            "rects": [[_float(p.get_x()), _float(p.get_y()), _float(p.get_width()), _float(p.get_height())]
+                      for p in ax.patches if isinstance(p, Rectangle)],
+            "lines": [[[_float(x) for x in ln.get_xdata()], [_float(y) for y in ln.get_ydata()]]
+                      for ln in ax.get_lines()],
+        })
+    sup = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else None
+    return {"t": "figure", "size": [_float(x) for x in fig.get_size_inches()], "suptitle": sup, "axes": axes}
+
+
+def _unfigure(obj: dict):
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    size = [_unfloat(x) for x in _list(obj.get("size"))]
+    fig = Figure(figsize=tuple(size[:2]) if len(size) == 2 and all(0 < x < 1e3 for x in size) else None)
+    if obj.get("suptitle") is not None:
+        fig.suptitle(_str(obj["suptitle"]))
+    for a in _list(obj.get("axes")):
+        if not isinstance(a, dict):
+            raise WireError("figure axes: object expected")
+        ax = fig.add_axes([_unfloat(x) for x in _list(a.get("pos"))][:4])
+        ax.set_title(_str(a.get("title", "")))
+        ax.set_xlabel(_str(a.get("xlabel", "")))
+        ax.set_ylabel(_str(a.get("ylabel", "")))
+        for r in _list(a.get("rects", [])):
+            x, y, w, h = (_unfloat(v) for v in _list(r))
+            ax.add_patch(Rectangle((x, y), w, h))
+        for ln in _list(a.get("lines", [])):
+            xs, ys = _list(ln)
+            ax.plot([_unfloat(v) for v in _list(xs)], [_unfloat(v) for v in _list(ys)])
+        for axis in ("x", "y"):
+            ticks = [_unfloat(v) for v in _list(a.get(f"{axis}ticks", []))]
+            labels = [_str(v) for v in _list(a.get(f"{axis}ticklabels", []))]
+            setter = ax.set_xticks if axis == "x" else ax.set_yticks
+            setter(ticks, labels=labels if len(labels) == len(ticks) else None)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ encode
+
+def encode(v: Any, depth: int = 0) -> dict:
+    """A value -> its tagged JSON form (in G: the candidate's return value; in T: the test's arguments).
+    Types outside the allow-list become {"t": "unsupported", "type": name}."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"value nested deeper than {MAX_DEPTH}")
+    import numpy as np
+
+    d = depth + 1
+    if v is None:
+        return {"t": "none"}
+    if isinstance(v, bool):
+        return {"t": "bool", "v": bool(v)}
+    if isinstance(v, np.generic):
+        return {"t": "npscalar", **_scalar(v)}
+    if isinstance(v, int):
+        return {"t": "int", "v": int(v)}
+    if isinstance(v, float):
+        return {"t": "float", "v": _float(v)}
+    if isinstance(v, complex):
+        return {"t": "complex", "re": _float(v.real), "im": _float(v.imag)}
+    if isinstance(v, str):
+        return {"t": "str", "v": str.__str__(v)}
+    if isinstance(v, (bytes, bytearray)):
+        return {"t": "bytes", "b64": _b64(bytes(v))}
+    if isinstance(v, range):
+        return {"t": "range", "v": [v.start, v.stop, v.step]}
+    if isinstance(v, np.ndarray):
+        return _array(v)
+    enc = _encode_qiskit(v, d)
+    if enc is not None:
+        return enc
+    if isinstance(v, dict):
+        return {"t": "dict", "v": [[encode(k, d), encode(x, d)] for k, x in dict.items(v)]}
+    for cls, tag in ((list, "list"), (tuple, "tuple"), (set, "set"), (frozenset, "frozenset")):
+        if isinstance(v, cls):
+            return {"t": tag, "v": [encode(x, d) for x in cls.__iter__(v)]}
+    if _is_figure(v):
+        return _figure(v)
+    return {"t": "unsupported", "type": f"{type(v).__module__}.{type(v).__qualname__}"[:200]}
+
+
+def _scalar(v) -> dict:
+    import numpy as np
+
+    a = np.asarray(v)
+    if a.dtype.kind not in _NUMERIC_KINDS:
+        raise WireError(f"numpy dtype {a.dtype} does not cross")
+    return {"dtype": a.dtype.str, "b64": _b64(a.tobytes())}
+
+
+def _is_figure(v) -> bool:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - matplotlib is part of the stack
+        return False
+    return isinstance(v, Figure)
+
+
+def _encode_qiskit(v: Any, d: int) -> dict | None:  # noqa: C901 - one isinstance ladder, in allow-list order
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Instruction
+    from qiskit.dagcircuit import DAGCircuit
+    from qiskit.primitives import BitArray, DataBin, PrimitiveResult, PubResult, SamplerPubResult
+    from qiskit.primitives.base.base_primitive_job import BasePrimitiveJob
+    from qiskit.quantum_info import (Choi, Clifford, CNOTDihedral, DensityMatrix, Operator, Pauli, ScalarOp,
+                                     SparsePauliOp, StabilizerState, Statevector)
+    from qiskit.result import Counts
+    from qiskit.transpiler import CouplingMap, PropertySet, Target
+
+    if isinstance(v, QuantumCircuit):
+        return {"t": "circuit", "qpy": _qpy_dump(v)}
+    if isinstance(v, DAGCircuit):
+        from qiskit.converters import dag_to_circuit
+
+        return {"t": "dag", "qpy": _qpy_dump(dag_to_circuit(v))}
+    if isinstance(v, Instruction):
+        return {"t": "instruction", "qpy": _qpy_dump(_instruction_circuit(v))}
+    if isinstance(v, (Statevector, DensityMatrix)):
+        return {"t": "statevector" if isinstance(v, Statevector) else "densitymatrix",
+                "data": _array(v.data), "dims": list(v.dims())}
+    if isinstance(v, (Operator, Choi)):
+        return {"t": "operator" if isinstance(v, Operator) else "choi", "data": _array(v.data),
+                "input_dims": list(v.input_dims()), "output_dims": list(v.output_dims())}
+    if isinstance(v, ScalarOp):
+        return {"t": "scalarop", "dims": list(v.input_dims()), "coeff": encode(complex(v.coeff), d)}
+    if isinstance(v, SparsePauliOp):
+        return {"t": "sparsepauliop", "labels": v.paulis.to_labels(), "coeffs": _array(v.coeffs)}
+    if isinstance(v, Pauli):
+        return {"t": "pauli", "label": v.to_label()}
+    if isinstance(v, Clifford):
+        return {"t": "clifford", "tableau": _array(v.tableau)}
+    if isinstance(v, StabilizerState):
+        return {"t": "stabilizerstate", "tableau": _array(v.clifford.tableau)}
+    if isinstance(v, CNOTDihedral):
+        return {"t": "cnotdihedral", "qpy": _qpy_dump(v.to_circuit())}
+    if isinstance(v, Counts):
+        return {"t": "counts", "v": [[str(k), int(x)] for k, x in dict.items(v)]}
+    if isinstance(v, PropertySet):
+        return {"t": "propertyset", "v": [[encode(k, d), encode(x, d)] for k, x in dict.items(v)]}
+    if isinstance(v, CouplingMap):
+        return {"t": "couplingmap", "edges": [list(e) for e in v.get_edges()], "description": v.description}
+    if isinstance(v, Target):
+        return _target(v, d)
+    if isinstance(v, BitArray):
+        return {"t": "bitarray", "array": _array(v.array), "num_bits": int(v.num_bits)}
+    if isinstance(v, DataBin):
+        return {"t": "databin", "shape": list(v.shape), "fields": [[k, encode(x, d)] for k, x in v.items()]}
+    if isinstance(v, PubResult):
+        return {"t": "sampler_pub" if isinstance(v, SamplerPubResult) else "pub", "data": encode(v.data, d),
+                "metadata": encode(dict(v.metadata), d)}
+    if isinstance(v, PrimitiveResult):
+        return {"t": "primitive_result", "pubs": [encode(p, d) for p in v],
+                "metadata": encode(dict(v.metadata), d)}
+    if isinstance(v, BasePrimitiveJob):  # the job's outcome: its id and its result (computed here, in G)
+        return {"t": "job", "job_id": str(v.job_id()), "result": encode(v.result(), d)}
+    if _is_fake_backend(v):
+        return {"t": "fake_backend", "name": type(v).__name__}
+    return None
+
+
+def _target(t, d: int) -> dict:
+    instructions = []
+    for name in t.operation_names:
+        op = t.operation_from_name(name)
+        if isinstance(op, type):
+            raise WireError(f"variadic target instruction {name!r} does not cross")
+        props = []
+        for qargs, p in (t[name] or {}).items():
+            props.append([None if qargs is None else list(qargs),
+                          None if p is None else [None if p.duration is None else _float(p.duration),
+                                                  None if p.error is None else _float(p.error)]])
+        instructions.append({"name": name, "op": encode(op, d), "props": props})
+    return {"t": "target", "num_qubits": t.num_qubits, "dt": None if t.dt is None else _float(t.dt),
+            "description": t.description, "instructions": instructions}
+
+
+def _untarget(obj: dict, d: int):
+    from qiskit.circuit import Instruction
+    from qiskit.transpiler import InstructionProperties, Target
+
+    nq = obj.get("num_qubits")
+    t = Target(description=obj.get("description") if isinstance(obj.get("description"), str) else None,
+               num_qubits=None if nq is None else _int(nq),
+               dt=None if obj.get("dt") is None else _unfloat(obj["dt"]))
+    for ins in _list(obj.get("instructions")):
+        op = decode(ins.get("op"), d)
+        if not isinstance(op, Instruction):
+            raise WireError("target instruction expected")
+        props: dict = {}
+        for qargs, p in (_list(x) for x in _list(ins.get("props"))):
+            key = None if qargs is None else _ints(qargs)
+            props[key] = None if p is None else InstructionProperties(
+                duration=None if p[0] is None else _unfloat(p[0]), error=None if p[1] is None else _unfloat(p[1]))
+        t.add_instruction(op, props, name=_str(ins.get("name")))
+    return t
+
+
+def _is_fake_backend(v) -> bool:
+    try:
+        from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(v, FakeBackendV2)
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+class Unsupported:
+    """Stands for a value of a type that does not cross: it can be named, and nothing else (every
+    comparison, truth test, attribute, length or iteration raises TypeError)."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str):
+        object.__setattr__(self, "type_name", type_name)
+
+    def _refuse(self, *_a, **_k):
+        raise TypeError(f"the candidate returned a {object.__getattribute__(self, 'type_name')}, "
+                        "a type the judge's wire does not carry")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __len__ = __iter__ = __hash__ = _refuse
+    __getitem__ = __contains__ = __call__ = __float__ = __int__ = __index__ = _refuse
+
+    def __getattr__(self, name: str):
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return f"<unsupported {object.__getattribute__(self, 'type_name')}>"
+
+
+def _seq(obj: dict, d: int) -> list:
+    return [decode(x, d) for x in _list(obj.get("v"))]
+
+
+def _pairs(obj: dict, d: int) -> list[tuple]:
+    out = []
+    for pair in _list(obj.get("v")):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise WireError("dict items are [key, value] pairs")
+        out.append((decode(pair[0], d), decode(pair[1], d)))
+    return out
+
+
+def _unscalar(obj: dict):
+    a = _unarray({"dtype": obj.get("dtype"), "shape": [], "b64": obj.get("b64")})
+    return a[()]
+
+
+def _uncounts(obj: dict):
+    from qiskit.result import Counts
+
+    items = {}
+    for pair in _list(obj.get("v")):
+        k, n = _list(pair)
+        items[_str(k)] = _int(n)
+    return Counts(items)
+
+
+def _unbackend(obj: dict):
+    from qiskit_ibm_runtime import fake_provider
+    from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
+    name = _str(obj.get("name"))
+    cls = getattr(fake_provider, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, FakeBackendV2) and name.startswith("Fake")):
+        raise WireError(f"unknown fake backend {name!r}")
+    return cls()
+
+
+def _unjob(obj: dict, d: int):
+    from qiskit.primitives import PrimitiveResult
+    from qiskit.primitives.primitive_job import PrimitiveJob
+
+    result = decode(obj.get("result"), d)
+    if not isinstance(result, PrimitiveResult):
+        raise WireError("a job crosses with its PrimitiveResult")
+    job = PrimitiveJob(lambda: result)
+    job._job_id = _str(obj.get("job_id"))[:200]
+    job._submit()
+    return job
+
+
+def _decoders() -> dict[str, Callable[[dict, int], Any]]:
+    import numpy as np
+    from qiskit.dagcircuit import DAGCircuit  # noqa: F401 (imported for the converters below)
+    from qiskit.primitives import BitArray, DataBin, PrimitiveResult, PubResult, SamplerPubResult
+    from qiskit.quantum_info import (Choi, Clifford, CNOTDihedral, DensityMatrix, Operator, Pauli, ScalarOp,
+                                     SparsePauliOp, StabilizerState, Statevector)
+    from qiskit.transpiler import CouplingMap, PropertySet
+
+    def dag(o, d):
+        from qiskit.converters import circuit_to_dag
+
+        return circuit_to_dag(_qpy_load(o.get("qpy")))
+
+    def propertyset(o, d):
+        ps = PropertySet()
+        for k, x in _pairs(o, d):
+            ps[k] = x
+        return ps
+
+    def databin(o, d):
+        fields = {}
+        for pair in _list(o.get("fields")):
+            k, x = _list(pair)
+            if not _str(k).isidentifier() or k.startswith("_"):
+                raise WireError("DataBin field names are identifiers")
+            fields[k] = decode(x, d)
+        return DataBin(shape=_ints(o.get("shape")), **fields)
+
+    def pub(cls):
+        def make(o, d):
+            data = decode(o.get("data"), d)
+            meta = decode(o.get("metadata"), d)
+            if not isinstance(data, DataBin) or not isinstance(meta, dict):
+                raise WireError("pub result: DataBin and metadata expected")
+            return cls(data, meta)
+        return make
+
+    def primitive_result(o, d):
+        pubs = [decode(p, d) for p in _list(o.get("pubs"))]
+        meta = decode(o.get("metadata"), d)
+        if not all(isinstance(p, PubResult) for p in pubs) or not isinstance(meta, dict):
+            raise WireError("primitive result: pub results and metadata expected")
+        return PrimitiveResult(pubs, meta)
+
+    def complex_(o, d):
+        return complex(_unfloat(o.get("re")), _unfloat(o.get("im")))
+
+    def scalarop(o, d):
+        coeff = decode(o.get("coeff"), d)
+        if not isinstance(coeff, complex):
+            raise WireError("ScalarOp coefficient expected")
+        return ScalarOp(_ints(o.get("dims")), coeff=coeff)
+
+    return {
+        "none": lambda o, d: None,
+        "bool": lambda o, d: bool(o["v"]) if isinstance(o.get("v"), bool) else _fail("bool expected"),
+        "int": lambda o, d: _int(o.get("v")),
+        "float": lambda o, d: _unfloat(o.get("v")),
+        "complex": complex_,
+        "str": lambda o, d: _str(o.get("v")),
+        "bytes": lambda o, d: _unb64(o.get("b64")),
+        "range": lambda o, d: range(*_ints(o.get("v"))[:3]),
+        "list": lambda o, d: _seq(o, d),
+        "tuple": lambda o, d: tuple(_seq(o, d)),
+        "set": lambda o, d: set(_seq(o, d)),
+        "frozenset": lambda o, d: frozenset(_seq(o, d)),
+        "dict": lambda o, d: dict(_pairs(o, d)),
+        "ndarray": lambda o, d: _unarray(o),
+        "npscalar": lambda o, d: _unscalar(o),
+        "circuit": lambda o, d: _qpy_load(o.get("qpy")),
+        "dag": dag,
+        "instruction": lambda o, d: _uninstruction(o),
+        "statevector": lambda o, d: Statevector(_unarray(_obj(o.get("data"))), dims=_ints(o.get("dims"))),
+        "densitymatrix": lambda o, d: DensityMatrix(_unarray(_obj(o.get("data"))), dims=_ints(o.get("dims"))),
+        "operator": lambda o, d: Operator(_unarray(_obj(o.get("data"))), input_dims=_ints(o.get("input_dims")),
+                                          output_dims=_ints(o.get("output_dims"))),
+        "choi": lambda o, d: Choi(_unarray(_obj(o.get("data"))), input_dims=_ints(o.get("input_dims")),
+                                  output_dims=_ints(o.get("output_dims"))),
+        "scalarop": scalarop,
+        "sparsepauliop": lambda o, d: SparsePauliOp([_str(x) for x in _list(o.get("labels"))],
+                                                    coeffs=np.asarray(_unarray(_obj(o.get("coeffs"))), complex)),
+        "pauli": lambda o, d: Pauli(_str(o.get("label"))),
+        "clifford": lambda o, d: Clifford(np.asarray(_unarray(_obj(o.get("tableau"))), bool)),
+        "stabilizerstate": lambda o, d: StabilizerState(
+            Clifford(np.asarray(_unarray(_obj(o.get("tableau"))), bool))),
+        "cnotdihedral": lambda o, d: CNOTDihedral(_qpy_load(o.get("qpy"))),
+        "counts": lambda o, d: _uncounts(o),
+        "propertyset": propertyset,
+        "couplingmap": lambda o, d: _coupling_map(o, CouplingMap),
+        "target": lambda o, d: _untarget(o, d),
+        "bitarray": lambda o, d: BitArray(np.asarray(_unarray(_obj(o.get("array"))), np.uint8),
+                                          _int(o.get("num_bits"))),
+        "databin": databin,
+        "pub": pub(PubResult),
+        "sampler_pub": pub(SamplerPubResult),
+        "primitive_result": primitive_result,
+        "job": _unjob,
+        "figure": lambda o, d: _unfigure(o),
+        "fake_backend": lambda o, d: _unbackend(o),
+        "unsupported": lambda o, d: Unsupported(_str(o.get("type"))[:200]),
+    }
+
+
+def _coupling_map(o: dict, cls):
+    cm = cls([list(_ints(e)) for e in _list(o.get("edges"))],
+             description=o.get("description") if isinstance(o.get("description"), str) else None)
+    return cm
+
+
+def _fail(msg: str):
+    raise WireError(msg)
+
+
+def _obj(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise WireError("tagged object expected")
+    return v
+
+
+_DECODERS: dict[str, Callable[[dict, int], Any]] | None = None
+
+
+def decode(obj: Any, depth: int = 0) -> Any:
+    """A tagged JSON value -> a genuine object of an allow-listed type; WireError for anything malformed."""
+    global _DECODERS
+    if depth > MAX_DEPTH:
+        raise WireError(f"value nested deeper than {MAX_DEPTH}")
+    if _DECODERS is None:
+        _DECODERS = _decoders()
+    fn = _DECODERS.get(_obj(obj).get("t"))  # type: ignore[arg-type]
+    if fn is None:
+        raise WireError(f"unknown tag {str(obj.get('t'))[:40]!r}")
+    try:
+        return fn(obj, depth + 1)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError("value nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - a constructor refused the data: malformed
+        raise WireError(f"invalid {obj.get('t')}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+# ------------------------------------------------------------------------------------------ exceptions
+
+_NOT_RAISED = {"StopIteration", "StopAsyncIteration"}   # control flow in T; they cross as RuntimeError
+
+
+def _exception_classes() -> dict[str, type]:
+    out = {f"builtins.{name}": cls for name, cls in vars(builtins).items()
+           if isinstance(cls, type) and issubclass(cls, Exception) and name not in _NOT_RAISED}
+    try:
+        from qiskit.circuit.exceptions import CircuitError
+        from qiskit.exceptions import QiskitError
+        from qiskit.transpiler.exceptions import TranspilerError
+    except ImportError:  # pragma: no cover
+        return out
+    for cls in (QiskitError, CircuitError, TranspilerError):
+        out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return out
+
+
+def exception_record(exc: BaseException) -> dict:
+    """In G: what crosses for an exception the candidate raised (names along its MRO, its message)."""
+    mro = [f"{c.__module__}.{c.__qualname__}"[:200] for c in type(exc).__mro__][:32]
+    try:
+        msg = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        msg = "<unprintable>"
+    return {"type": type(exc).__name__[:100], "mro": mro, "msg": msg[:2000]}
+
+
+def decode_exception(rec: Any) -> Exception:
+    """In T: a genuine exception of the first allow-listed class on the record's MRO (Exception at worst)."""
+    rec = _obj(rec)
+    msg = _str(rec.get("msg", ""))
+    classes = _exception_classes()
+    for name in _list(rec.get("mro", [])):
+        cls = classes.get(name) if isinstance(name, str) else None
+        if cls is None:
+            continue
+        try:
+            return cls(msg)
+        except Exception:  # noqa: BLE001 - a constructor with another signature: try the next base
+            continue
+    return Exception(msg)
+
+
+# ------------------------------------------------------------------------------------------ G side
+
+def exec_candidate(code: str) -> tuple[dict, str | None]:
+    """In G: exec the candidate program (prompt + completion) -> (namespace, "Type: message" or None)."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    try:
+        exec(compile(code, "reply.py", "exec", dont_inherit=True), namespace)
+    except BaseException as exc:  # noqa: BLE001 - the completion's own failure, reported on every call
+        return namespace, f"{type(exc).__name__}: {exc}"[:300]
+    return namespace, None
+
+
+def serve_calls(namespace: dict, job: dict, rfile: BinaryIO, wfile: BinaryIO, exec_error: str | None = None) -> None:
+    """In G: answer call requests until EOF. Request: {"id", "args": [...], "kwargs": [[name, value]...]}.
+    Response: {"id", "ok": value, "after": [[arg index or name, value]...]} (arguments the call changed),
+    {"id", "raise": exception record}, or {"id", "fatal": "Type: message"} (the program did not run, the
+    candidate is missing or not callable, it exited, or its value cannot be sent)."""
+    entry = str(job["entry_point"])
+    while True:
+        line = rfile.readline(MAX_LINE + 1)
+        if not line:
+            return
+        try:
+            req = loads(line)
+            rid = _int(req.get("id"))
+            args = [decode(a) for a in _list(req.get("args"))]
+            kwargs = {_str(k): decode(v) for k, v in (_list(p) for p in _list(req.get("kwargs")))}
+        except WireError as exc:
+            wfile.write(dumps({"id": None, "fatal": f"WireError: {exc}"[:300]}))
+            wfile.flush()
+            return
+        wfile.write(dumps(_answer(namespace, entry, exec_error, rid, req, args, kwargs)))
+        wfile.flush()
+
+
+def _answer(namespace: dict, entry: str, exec_error: str | None, rid: int, req: dict, args: list,
+            kwargs: dict) -> dict:
+    if exec_error is not None:
+        return {"id": rid, "fatal": exec_error}
+    fn = namespace.get(entry)
+    if not callable(fn):
+        return {"id": rid, "fatal": f"NameError: name '{entry}' is not defined"}
+    try:
+        out = fn(*args, **kwargs)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        return {"id": rid, "fatal": f"{type(exc).__name__}: {exc}"[:300]}
+    except BaseException as exc:  # noqa: BLE001 - the candidate's exception: it crosses as data
+        return {"id": rid, "raise": exception_record(exc), "after": _changed(req, args, kwargs)}
+    try:
+        resp = {"id": rid, "ok": encode(out), "after": _changed(req, args, kwargs)}
+        if len(dumps(resp)) > MAX_LINE:
+            return {"id": rid, "fatal": f"MemoryError: the return value is larger than {MAX_LINE} bytes"}
+        return resp
+    except (WireError, RecursionError) as exc:
+        return {"id": rid, "fatal": f"WireError: the return value cannot be sent: {exc}"[:300]}
+    except Exception as exc:  # noqa: BLE001 - a hostile object broke its own encoding
+        return {"id": rid, "fatal": f"WireError: the return value cannot be sent: {type(exc).__name__}: {exc}"[:300]}
+
+
+_MUTABLE_TAGS = {"circuit", "list", "dict", "set", "ndarray"}
+
+
+def _changed(req: dict, args: list, kwargs: dict) -> list:
+    """The arguments (mutable kinds) whose encoding differs after the call: [[index or name, value]...]."""
+    out = []
+    sent = list(enumerate(req.get("args", []))) + [(k, v) for k, v in req.get("kwargs", [])]
+    now = {**dict(enumerate(args)), **kwargs}
+    for key, before in sent:
+        if before.get("t") in _MUTABLE_TAGS:
+            after = encode(now[key])
+            if after != before:
+                out.append([key, after])
+    return out
+
+
+# ------------------------------------------------------------------------------------------ T side
+
+class _Abort(BaseException):
+    """Unwinds the test once the call channel failed (a BaseException: the test's `except Exception` cannot
+    swallow it; one that does swallow it still fails: the session remembers)."""
+
+
+@dataclass
+class _Session:
+    call: Callable[[bytes], bytes | None]
+    deadline: float
+    entry_point: str
+    failure: tuple[str, str] | None = None
+    calls: int = 0
+
+    def fail(self, failure: str, error: str) -> None:
+        if self.failure is None:
+            self.failure = (failure, error[:300])
+        raise _Abort()
+
+    def candidate(self, *args, **kwargs):
+        if self.failure is not None:
+            raise _Abort()
+        self.calls += 1
+        try:
+            req = {"id": self.calls, "args": [encode(a) for a in args],
+                   "kwargs": [[str(k), encode(v)] for k, v in kwargs.items()]}
+            line = dumps(req)
+        except (WireError, ValueError) as exc:  # the test's own argument: the judge cannot carry it
+            self.fail(JUDGE_ERROR, f"argument cannot be sent to the candidate: {exc}")
+        if len(line) > MAX_LINE:
+            self.fail(JUDGE_ERROR, "argument larger than the wire's line limit")
+        if time.monotonic() >= self.deadline:
+            self.fail("timeout", "the time limit passed before the candidate returned")
+        raw = self.call(line)
+        if raw is None:
+            if time.monotonic() >= self.deadline:
+                self.fail("timeout", "the time limit passed before the candidate returned")
+            self.fail("runtime_error", "the completion's process ended without answering")
+        try:
+            resp = loads(raw)
+            if resp.get("id") != self.calls:
+                raise WireError(f"answer for call {resp.get('id')!r}, expected {self.calls}")
+            if "fatal" in resp:
+                fatal = _str(resp["fatal"])[:300]
+                self.fail(_classify(fatal), fatal)
+            for key, value in _list(resp.get("after", [])):
+                _apply_after(args, kwargs, key, decode(value))
+            if "raise" in resp:
+                exc = decode_exception(resp["raise"])
+            else:
+                return decode(resp["ok"])
+        except (WireError, KeyError) as exc:
+            self.fail("runtime_error", f"invalid answer from the completion's process: {exc}")
+        raise exc
+
+
+def _apply_after(args: tuple, kwargs: dict, key: Any, new: Any) -> None:
+    """Write the candidate's change of a mutable argument back into the test's own object (in place)."""
+    import numpy as np
+    from qiskit import QuantumCircuit
+
+    if isinstance(key, int) and 0 <= key < len(args):
+        old = args[key]
+    elif isinstance(key, str) and key in kwargs:
+        old = kwargs[key]
+    else:
+        raise WireError(f"no argument {key!r} to update")
+    if type(old) is list and type(new) is list:
+        old[:] = new
+    elif type(old) is dict and type(new) is dict:
+        old.clear()
+        old.update(new)
+    elif type(old) is set and type(new) is set:
+        old.clear()
+        old.update(new)
+    elif isinstance(old, np.ndarray) and isinstance(new, np.ndarray) and old.shape == new.shape:
+        np.copyto(old, new, casting="unsafe")
+    elif type(old) is QuantumCircuit and type(new) is QuantumCircuit:
+        old.__dict__.clear()
+        old.__dict__.update(new.__dict__)   # a genuine circuit's state (decoded from QPY)
+    else:
+        raise WireError(f"argument {key!r} changed into a {type(new).__name__}")
+
+
+def _classify(error: str) -> str:
+    exc_type = error.split(":", 1)[0].strip()
+    if exc_type == "WireError":
+        return "runtime_error"
+    if exc_type in ("SystemExit", "KeyboardInterrupt", "GeneratorExit", "NameError"):
+        return "runtime_error"
+    return classify_exec_error(error)
+
+
+def judge_calls(job: dict, call: Callable[[bytes], bytes | None], deadline: float) -> dict:
+    """In T: run the task's test against a proxy of G's candidate -> {"passed", "failure", "error"}.
+
+    job: "prelude" (the dataset code the test needs: the prompt, or the hard variant's imports), "test",
+    "entry_point", "calls_check" (the test makes its own `check(entry_point)` call). `call(request)` sends one
+    request line to G and returns its one response line (None: G is gone, or `deadline`, a time.monotonic()
+    value, passed). Every call's outcome is checked here; nothing G says about the run is taken as a verdict."""
+    from evaluation.humaneval.judge import verdict
+
+    entry = str(job["entry_point"])
+    session = _Session(call=call, deadline=deadline, entry_point=entry)
+
+    def candidate(*args, **kwargs):
+        return session.candidate(*args, **kwargs)
+
+    candidate.__name__ = candidate.__qualname__ = entry
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    error: str | None = None
+    exit_code: str | None = None
+    try:
+        exec(compile(job.get("prelude") or "", "prompt.py", "exec", dont_inherit=True), ns)
+        ns[entry] = candidate
+        exec(compile(job["test"], "test.py", "exec", dont_inherit=True), ns)
+        if not job.get("calls_check"):
+            ns["check"](candidate)
+    except _Abort:
+        pass
+    except SystemExit as exc:
+        exit_code = str(exc.code)[:200]
+    except BaseException as exc:  # noqa: BLE001 - the test failed (or the candidate's exception escaped)
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    if session.failure is not None:
+        failure, err = session.failure
+        return {"passed": False, "failure": failure, "error": err}
+    return verdict(error, exit_code)
