@@ -15,7 +15,7 @@ allow-list of types (None, bool, int, float, complex, str, bytes, list, tuple, s
 numpy arrays and scalars of numeric dtypes, QuantumCircuit via qiskit.qpy, DAGCircuit, Instruction/Gate,
 Statevector, DensityMatrix, Operator, Choi, ScalarOp, SparsePauliOp, Pauli, Clifford, StabilizerState,
 CNOTDihedral, Counts, PropertySet, CouplingMap, Target, BitArray, DataBin, PubResult, PrimitiveResult,
-PrimitiveJob, a replica of a matplotlib Figure (axes, titles, tick labels, bars, lines), a fake backend by
+PrimitiveJob, Aer's NoiseModel, a replica of a matplotlib Figure (axes, titles, tick labels, bars, lines), a fake backend by
 its class name (arguments only)), each through its public constructor: a subclass or an object whose
 `__eq__` / `equiv` lies can never come out of `decode`, and nothing is unpickled or eval'd. A value of
 any other type arrives as `Unsupported`: every use of it raises TypeError (it cannot compare equal, be
@@ -39,7 +39,9 @@ from evaluation.failures import JUDGE_ERROR, classify_exec_error
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 8 * 1024 * 1024   # bytes per request or response line (the runner caps it too)
+MAX_LINE = 64 * 1024 * 1024  # bytes per request or response line (the runner caps it too; task 100: ~MiB)
+MAX_FILE = 1024 * 1024       # bytes per file the candidate wrote that crosses back (task 82: bell.qpy)
+MAX_FILES = 16               # files per answer
 MAX_DEPTH = 32               # nesting of tagged values
 _NUMERIC_KINDS = "biufc"     # numpy dtype kinds that cross (bool, int, uint, float, complex)
 
@@ -127,7 +129,7 @@ def _qpy_dump(circuit) -> str:
     return _b64(buf.getvalue())
 
 
-def _qpy_load(s: Any):
+def _qpy_load(s: Any, many: bool = False):
     from qiskit import QuantumCircuit, qpy
 
     try:
@@ -138,9 +140,70 @@ def _qpy_load(s: Any):
         raise
     except Exception as exc:  # noqa: BLE001 - any parser complaint: malformed data
         raise WireError(f"invalid QPY: {type(exc).__name__}: {exc}"[:200]) from None
-    if len(circuits) != 1 or type(circuits[0]) is not QuantumCircuit:
+    if any(type(c) is not QuantumCircuit for c in circuits) or not (many or len(circuits) == 1):
         raise WireError("QPY must hold exactly one circuit")
-    return circuits[0]
+    return circuits if many else circuits[0]
+
+
+def _noise_model(nm) -> dict:
+    """Aer's NoiseModel as its parts: every quantum error (its circuits as QPY, its probabilities) by
+    instruction and qubits, every readout error's probabilities."""
+    from qiskit.circuit import Delay
+    from qiskit_aer.noise.passes import RelaxationNoisePass
+
+    passes = []
+    for p in getattr(nm, "_custom_noise_passes", []):
+        if type(p) is not RelaxationNoisePass or tuple(p._ops) != (Delay,):
+            raise WireError("a NoiseModel with custom noise passes other than from_backend's does not cross")
+        passes.append({"t1s": _array(p._t1s), "t2s": _array(p._t2s), "p1s": _array(p._p1s),
+                       "dt": None if p._dt is None else _float(p._dt)})
+
+    def err(e) -> dict:
+        return {"qpy": _qpy_dump(list(e.circuits)), "probs": [_float(p) for p in e.probabilities]}
+
+    return {"t": "noisemodel", "basis_gates": [str(g) for g in nm.basis_gates],
+            "default": [[str(i), err(e)] for i, e in nm._default_quantum_errors.items()],
+            "local": [[str(i), list(q), err(e)] for i, d in nm._local_quantum_errors.items() for q, e in d.items()],
+            "readout_default": None if nm._default_readout_error is None
+            else _array(nm._default_readout_error.probabilities),
+            "readout_local": [[list(q), _array(r.probabilities)] for q, r in nm._local_readout_errors.items()],
+            "delay_relaxation": passes}
+
+
+def _unnoise_model(o: dict):
+    from qiskit_aer.noise import NoiseModel, QuantumError, ReadoutError
+
+    def err(e: Any):
+        e = _obj(e)
+        return QuantumError(list(zip(_qpy_load(e.get("qpy"), many=True), [_unfloat(p) for p in _list(e.get("probs"))])))
+
+    nm = NoiseModel(basis_gates=[_str(g) for g in _list(o.get("basis_gates"))])
+    for instr, e in (_list(x) for x in _list(o.get("default"))):
+        nm.add_all_qubit_quantum_error(err(e), _str(instr), warnings=False)
+    for instr, qubits, e in (_list(x) for x in _list(o.get("local"))):
+        nm.add_quantum_error(err(e), _str(instr), list(_ints(qubits)), warnings=False)
+    if o.get("readout_default") is not None:
+        nm.add_all_qubit_readout_error(ReadoutError(_unarray(_obj(o["readout_default"]))), warnings=False)
+    for qubits, probs in (_list(x) for x in _list(o.get("readout_local"))):
+        nm.add_readout_error(ReadoutError(_unarray(_obj(probs))), list(_ints(qubits)), warnings=False)
+    from qiskit.circuit import Delay
+    from qiskit_aer.noise.passes import RelaxationNoisePass
+
+    for p in _list(o.get("delay_relaxation", [])):  # from_backend's delay noise, without the backend's Target
+        p = _obj(p)
+        nm._custom_noise_passes.append(RelaxationNoisePass(
+            t1s=list(_unarray(_obj(p.get("t1s")))), t2s=list(_unarray(_obj(p.get("t2s")))),
+            excited_state_populations=list(_unarray(_obj(p.get("p1s")))),
+            dt=None if p.get("dt") is None else _unfloat(p["dt"]), op_types=Delay))
+    return nm
+
+
+def _is_noise_model(v) -> bool:
+    try:
+        from qiskit_aer.noise import NoiseModel
+    except ImportError:  # pragma: no cover - Aer is part of the stack
+        return False
+    return isinstance(v, NoiseModel)
 
 
 def _array(v) -> dict:
@@ -335,7 +398,8 @@ def _encode_qiskit(v: Any, d: int) -> dict | None:  # noqa: C901 - one isinstanc
     if isinstance(v, PropertySet):
         return {"t": "propertyset", "v": [[encode(k, d), encode(x, d)] for k, x in dict.items(v)]}
     if isinstance(v, CouplingMap):
-        return {"t": "couplingmap", "edges": [list(e) for e in v.get_edges()], "description": v.description}
+        return {"t": "couplingmap", "qubits": list(v.physical_qubits), "edges": [list(e) for e in v.get_edges()],
+                "description": v.description}
     if isinstance(v, Target):
         return _target(v, d)
     if isinstance(v, BitArray):
@@ -352,6 +416,8 @@ def _encode_qiskit(v: Any, d: int) -> dict | None:  # noqa: C901 - one isinstanc
         return {"t": "job", "job_id": str(v.job_id()), "result": encode(v.result(), d)}
     if _is_fake_backend(v):
         return {"t": "fake_backend", "name": type(v).__name__}
+    if _is_noise_model(v):
+        return _noise_model(v)
     return None
 
 
@@ -576,13 +642,19 @@ def _decoders() -> dict[str, Callable[[dict, int], Any]]:
         "job": _unjob,
         "figure": lambda o, d: _unfigure(o),
         "fake_backend": lambda o, d: _unbackend(o),
+        "noisemodel": lambda o, d: _unnoise_model(o),
         "unsupported": lambda o, d: Unsupported(_str(o.get("type"))[:200]),
     }
 
 
 def _coupling_map(o: dict, cls):
-    cm = cls([list(_ints(e)) for e in _list(o.get("edges"))],
-             description=o.get("description") if isinstance(o.get("description"), str) else None)
+    cm = cls(description=o.get("description") if isinstance(o.get("description"), str) else None)
+    for q in _ints(o.get("qubits", [])):
+        if q not in cm.physical_qubits:
+            cm.add_physical_qubit(q)
+    for e in _list(o.get("edges")):
+        a, b = _ints(e)
+        cm.add_edge(a, b)
     return cm
 
 
@@ -691,11 +763,16 @@ def serve_calls(namespace: dict, job: dict, rfile: BinaryIO, wfile: BinaryIO, ex
             rid = _int(req.get("id"))
             args = [decode(a) for a in _list(req.get("args"))]
             kwargs = {_str(k): decode(v) for k, v in (_list(p) for p in _list(req.get("kwargs")))}
+            _set_rng(req.get("rng"))
         except WireError as exc:
             wfile.write(dumps({"id": None, "fatal": f"WireError: {exc}"[:300]}))
             wfile.flush()
             return
-        wfile.write(dumps(_answer(namespace, entry, exec_error, rid, req, args, kwargs)))
+        before = _listing()
+        resp = _answer(namespace, entry, exec_error, rid, req, args, kwargs)
+        if "fatal" not in resp:
+            resp["files"] = _written(before)
+        wfile.write(dumps(resp))
         wfile.flush()
 
 
@@ -715,12 +792,105 @@ def _answer(namespace: dict, entry: str, exec_error: str | None, rid: int, req: 
     try:
         resp = {"id": rid, "ok": encode(out), "after": _changed(req, args, kwargs)}
         if len(dumps(resp)) > MAX_LINE:
-            return {"id": rid, "fatal": f"MemoryError: the return value is larger than {MAX_LINE} bytes"}
+            return {"id": rid, "fatal": f"MemoryError: the return value is larger than {MAX_LINE} bytes "
+                                        f"({len(dumps(resp))})"}
         return resp
     except (WireError, RecursionError) as exc:
         return {"id": rid, "fatal": f"WireError: the return value cannot be sent: {exc}"[:300]}
     except Exception as exc:  # noqa: BLE001 - a hostile object broke its own encoding
         return {"id": rid, "fatal": f"WireError: the return value cannot be sent: {type(exc).__name__}: {exc}"[:300]}
+
+
+def _rng_state() -> dict:
+    """In T: the test's random state (numpy's global generator, the random module), sent with each call so
+    that a test that seeds before calling gets the candidate it seeded (task 63). One way only: G's state
+    never flows back, so the candidate cannot choose the test's next random inputs."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"numpy": [name, _array(keys), int(pos), int(has_gauss), _float(gauss)],
+            "random": [version, list(internal), None if gauss_next is None else _float(gauss_next)]}
+
+
+def _set_rng(state: Any) -> None:
+    """In G: take T's random state (malformed: ignored, it is T's own data)."""
+    if not isinstance(state, dict):
+        return
+    import random
+
+    import numpy as np
+
+    try:
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, _unarray(keys), pos, has_gauss, _unfloat(gauss)))
+        version, internal, gauss_next = state["random"]
+        random.setstate((version, tuple(internal), None if gauss_next is None else _unfloat(gauss_next)))
+    except (KeyError, TypeError, ValueError):
+        log.debug("random state not applied", exc_info=True)
+
+
+def _listing() -> dict[str, tuple[int, int]]:
+    """In G: the regular files of the working directory (name -> size, mtime)."""
+    import os
+
+    out = {}
+    try:
+        with os.scandir(".") as it:
+            for e in it:
+                if e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    out[e.name] = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        pass
+    return out
+
+
+def _written(before: dict[str, tuple[int, int]]) -> list:
+    """In G: [[name, base64]] of files in the working directory the call created or changed (capped)."""
+    out = []
+    for name, meta in sorted(_listing().items()):
+        if before.get(name) == meta or meta[0] > MAX_FILE or len(out) >= MAX_FILES:
+            continue
+        try:
+            with open(name, "rb") as fh:
+                out.append([name, _b64(fh.read(MAX_FILE + 1)[:MAX_FILE])])
+        except OSError:
+            continue
+    return out
+
+
+class CandidateFiles:
+    """In T: the files the candidate wrote in its working directory, readable by the test through the
+    `open` of its namespace (read modes only; any other path goes to the real `open`, which the judge
+    process confines)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def update(self, entries: Any) -> None:
+        for entry in _list(entries or [])[:MAX_FILES]:
+            name, data = _list(entry)
+            name = _str(name)
+            if "/" in name or name in (".", "..") or "\x00" in name:
+                raise WireError(f"bad file name {name[:40]!r}")
+            blob = _unb64(data)
+            if len(blob) > MAX_FILE:
+                raise WireError("file too large")
+            self.files[name] = blob
+
+    def open(self, file, mode="r", *args, **kwargs):
+        key = file[2:] if isinstance(file, str) and file.startswith("./") else file
+        if isinstance(key, str) and key in self.files:
+            if any(c in mode for c in "wax+"):
+                raise PermissionError(f"the judge does not write {file!r}")
+            if "b" in mode:
+                return io.BytesIO(self.files[key])
+            return io.TextIOWrapper(io.BytesIO(self.files[key]), encoding=kwargs.get("encoding") or "utf-8",
+                                    newline=kwargs.get("newline"))
+        return builtins.open(file, mode, *args, **kwargs)
 
 
 _MUTABLE_TAGS = {"circuit", "list", "dict", "set", "ndarray"}
@@ -753,6 +923,7 @@ class _Session:
     entry_point: str
     failure: tuple[str, str] | None = None
     calls: int = 0
+    files: CandidateFiles | None = None
 
     def fail(self, failure: str, error: str) -> None:
         if self.failure is None:
@@ -765,7 +936,7 @@ class _Session:
         self.calls += 1
         try:
             req = {"id": self.calls, "args": [encode(a) for a in args],
-                   "kwargs": [[str(k), encode(v)] for k, v in kwargs.items()]}
+                   "kwargs": [[str(k), encode(v)] for k, v in kwargs.items()], "rng": _rng_state()}
             line = dumps(req)
         except (WireError, ValueError) as exc:  # the test's own argument: the judge cannot carry it
             self.fail(JUDGE_ERROR, f"argument cannot be sent to the candidate: {exc}")
@@ -787,6 +958,8 @@ class _Session:
                 self.fail(_classify(fatal), fatal)
             for key, value in _list(resp.get("after", [])):
                 _apply_after(args, kwargs, key, decode(value))
+            if self.files is not None:
+                self.files.update(resp.get("files"))
             if "raise" in resp:
                 exc = decode_exception(resp["raise"])
             else:
@@ -843,13 +1016,13 @@ def judge_calls(job: dict, call: Callable[[bytes], bytes | None], deadline: floa
     from evaluation.humaneval.judge import verdict
 
     entry = str(job["entry_point"])
-    session = _Session(call=call, deadline=deadline, entry_point=entry)
+    session = _Session(call=call, deadline=deadline, entry_point=entry, files=CandidateFiles())
 
     def candidate(*args, **kwargs):
         return session.candidate(*args, **kwargs)
 
     candidate.__name__ = candidate.__qualname__ = entry
-    ns: dict[str, Any] = {"__name__": "__main__"}
+    ns: dict[str, Any] = {"__name__": "__main__", "open": session.files.open}
     error: str | None = None
     exit_code: str | None = None
     try:
