@@ -1,15 +1,17 @@
 """The split HumanEval judge (issue 17, hole 2): the completion runs in G, the test and the verdict in T.
 
-G is a real separate interpreter (evaluation.humaneval.splitrun, `spawn`: `python -c` execing prompt +
-completion, then wire.serve_calls over its stdin/stdout); T is judge_calls in this process. Each hostile
-completion below passes the one-process design of today's judge (prompt + completion + test + check in
-one interpreter: checked with evaluation.humaneval.outside.run_fresh, the same assembly, when this test was
-written) and must fail here; valid completions run before and after them. Expected outcomes are written
-before running (the third field).
+G is a real separate interpreter (evaluation.humaneval.splitrun, `spawn`: `python -c` execing prompt + completion,
+then wire.serve_calls over its stdin/stdout); T is judge_calls in this process. Each hostile completion that
+attacks the old design (prompt + completion + test + check in one interpreter) passed it when this test was written
+(checked with evaluation.humaneval.outside.run_fresh on build_program's assembly: settrace swap, patched equiv,
+__eq__ always True, the QuantumCircuit, dict and Statevector subclasses); the others attack the wire itself. All
+must fail here; valid completions run before and after them. Expected outcomes are written before running (the
+third field).
 """
 
 import json
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,7 +129,7 @@ STATEVECTOR_SUBCLASS = _fn('''
             return True
 
     def create_bell_statevector():
-        return Liar.from_label("01")
+        return Liar(Statevector.from_label("01").data)
 ''')
 
 FAKE_VERDICT_PRINT = _fn('''
@@ -233,9 +235,8 @@ from qiskit import QuantumCircuit
 
 def x_measurement(circuit: QuantumCircuit, qubit: int, cbit: int) -> QuantumCircuit:
     """Measure 'qubit' in the X-basis, and store the result in 'cbit'"""
-    circuit.h(qubit)
+    circuit.h(qubit)  # rotate the X basis onto the Z basis
     circuit.measure(qubit, cbit)
-    circuit.h(qubit)
     return circuit
 ```'''
 
@@ -301,7 +302,12 @@ def test_timeout_in_candidate():
 
 
 def test_missing_function_and_exec_error():
-    assert _split(T0, "def something_else():\n    return 1\n")["failure"] == "runtime_error"
+    # normal variant: the prompt's own stub (docstring only) is the candidate: it returns None
+    assert _split(T0, "def something_else():\n    return 1\n")["failure"] == "assertion"
+    # a program without the function at all (hard variant; as today: NameError)
+    prog = replace(split_program(HARD[T0].canonical_solution, HARD[T0], "hard"), code="def other():\n    return 1\n")
+    res = run_split(prog, HARD[T0].entry_point, 60.0)
+    assert res["failure"] == "runtime_error" and "NameError" in res["error"], res
     assert _split(T0, "import qiskit_no_such_module\n\ndef create_quantum_circuit(n):\n    return 1\n")["failure"] \
         == "missing_module"
 
