@@ -15,7 +15,8 @@ allow-list of types (None, bool, int, float, complex, str, bytes, list, tuple, s
 numpy arrays and scalars of numeric dtypes, QuantumCircuit via qiskit.qpy, DAGCircuit, Instruction/Gate,
 Statevector, DensityMatrix, Operator, Choi, ScalarOp, SparsePauliOp, Pauli, Clifford, StabilizerState,
 CNOTDihedral, Counts, PropertySet, CouplingMap, Target, BitArray, DataBin, PubResult, PrimitiveResult,
-PrimitiveJob, Aer's NoiseModel, a replica of a matplotlib Figure (axes, titles, tick labels, bars, lines), a fake backend by
+PrimitiveJob, Aer's NoiseModel, a remote handle for a TransformationPass the candidate defined (its
+`run(dag)` runs in G, DAGs cross as data), a replica of a matplotlib Figure (axes, titles, tick labels, bars, lines), a fake backend by
 its class name (arguments only)), each through its public constructor: a subclass or an object whose
 `__eq__` / `equiv` lies can never come out of `decode`, and nothing is unpickled or eval'd. A value of
 any other type arrives as `Unsupported`: every use of it raises TypeError (it cannot compare equal, be
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextvars
 import io
 import json
 import logging
@@ -42,8 +44,15 @@ log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024 * 1024  # bytes per request or response line (the runner caps it too; task 100: ~MiB)
 MAX_FILE = 1024 * 1024       # bytes per file the candidate wrote that crosses back (task 82: bell.qpy)
 MAX_FILES = 16               # files per answer
+MAX_FIGURE = (64, 10_000, 100_000)  # a figure replica: axes, artists (bars + lines) per axes, points per line
 MAX_DEPTH = 32               # nesting of tagged values
 _NUMERIC_KINDS = "biufc"     # numpy dtype kinds that cross (bool, int, uint, float, complex)
+
+
+# G: the handles of the values that cross as remote handles (objects whose behaviour the test uses: a
+# transpiler pass the candidate defined, task 76); T: the session that decodes them.
+_HANDLES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("qm_wire_handles", default=None)
+_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("qm_wire_session", default=None)
 
 
 class WireError(ValueError):
@@ -275,7 +284,15 @@ def _unfigure(obj: dict):
     fig = Figure(figsize=tuple(size[:2]) if len(size) == 2 and all(0 < x < 1e3 for x in size) else None)
     if obj.get("suptitle") is not None:
         fig.suptitle(_str(obj["suptitle"]))
+    max_axes, max_artists, max_points = MAX_FIGURE
+    if len(_list(obj.get("axes"))) > max_axes:
+        raise WireError(f"a figure with more than {max_axes} axes")
     for a in _list(obj.get("axes")):
+        if not isinstance(a, dict):
+            raise WireError("figure axes: object expected")
+        if len(_list(a.get("rects", []))) + len(_list(a.get("lines", []))) > max_artists or any(
+                len(_list(_list(ln)[0])) > max_points for ln in _list(a.get("lines", []))):
+            raise WireError("a figure too large to replicate")
         if not isinstance(a, dict):
             raise WireError("figure axes: object expected")
         ax = fig.add_axes([_unfloat(x) for x in _list(a.get("pos"))][:4])
@@ -336,6 +353,10 @@ def encode(v: Any, depth: int = 0) -> dict:
             return {"t": tag, "v": [encode(x, d) for x in cls.__iter__(v)]}
     if _is_figure(v):
         return _figure(v)
+    handles = _HANDLES.get()
+    if handles is not None and _is_transformation_pass(v):
+        handles[len(handles) + 1] = v
+        return {"t": "pass", "id": len(handles), "cls": isinstance(v, type)}
     return {"t": "unsupported", "type": f"{type(v).__module__}.{type(v).__qualname__}"[:200]}
 
 
@@ -456,6 +477,44 @@ def _untarget(obj: dict, d: int):
                 duration=None if p[0] is None else _unfloat(p[0]), error=None if p[1] is None else _unfloat(p[1]))
         t.add_instruction(op, props, name=_str(ins.get("name")))
     return t
+
+
+def _is_transformation_pass(v) -> bool:
+    from qiskit.transpiler.basepasses import TransformationPass
+
+    return isinstance(v, TransformationPass) or (isinstance(v, type) and issubclass(v, TransformationPass))
+
+
+def _unpass(o: dict):
+    session = _SESSION.get()
+    if session is None:
+        raise WireError("a remote pass outside a judge session")
+    handle = _int(o.get("id"))
+    return RemotePassClass(session, handle) if o.get("cls") is True else _remote_pass(session, handle)
+
+
+class RemotePassClass:
+    """In T: a pass class the candidate defined (in G); calling it makes an instance there."""
+
+    def __init__(self, session, handle: int):
+        self._session, self._handle = session, handle
+
+    def __call__(self, *args, **kwargs):
+        return self._session.request({"handle": self._handle, "method": "new"}, args, kwargs)
+
+
+def _remote_pass(session, handle: int):
+    from qiskit.transpiler.basepasses import TransformationPass
+
+    class RemoteTransformationPass(TransformationPass):
+        """In T: a genuine TransformationPass whose `run(dag)` is the candidate's, run in G: the DAG goes
+        there as data and the DAG that comes back is decoded like any value (nothing else of the pass is
+        used: its `requires` / `preserves` / property set stay in G)."""
+
+        def run(self, dag):
+            return session.request({"handle": handle, "method": "run"}, (dag,), {})
+
+    return RemoteTransformationPass()
 
 
 def _is_fake_backend(v) -> bool:
@@ -643,6 +702,7 @@ def _decoders() -> dict[str, Callable[[dict, int], Any]]:
         "figure": lambda o, d: _unfigure(o),
         "fake_backend": lambda o, d: _unbackend(o),
         "noisemodel": lambda o, d: _unnoise_model(o),
+        "pass": lambda o, d: _unpass(o),
         "unsupported": lambda o, d: Unsupported(_str(o.get("type"))[:200]),
     }
 
@@ -754,6 +814,8 @@ def serve_calls(namespace: dict, job: dict, rfile: BinaryIO, wfile: BinaryIO, ex
     {"id", "raise": exception record}, or {"id", "fatal": "Type: message"} (the program did not run, the
     candidate is missing or not callable, it exited, or its value cannot be sent)."""
     entry = str(job["entry_point"])
+    handles: dict[int, Any] = {}
+    _HANDLES.set(handles)
     while True:
         line = rfile.readline(MAX_LINE + 1)
         if not line:
@@ -769,20 +831,33 @@ def serve_calls(namespace: dict, job: dict, rfile: BinaryIO, wfile: BinaryIO, ex
             wfile.flush()
             return
         before = _listing()
-        resp = _answer(namespace, entry, exec_error, rid, req, args, kwargs)
+        resp = _answer(_target_of(namespace, entry, handles, req), exec_error, rid, req, args, kwargs)
         if "fatal" not in resp:
             resp["files"] = _written(before)
         wfile.write(dumps(resp))
         wfile.flush()
 
 
-def _answer(namespace: dict, entry: str, exec_error: str | None, rid: int, req: dict, args: list,
-            kwargs: dict) -> dict:
+def _target_of(namespace: dict, entry: str, handles: dict, req: dict) -> Callable | str:
+    """What a request calls: the candidate, or a method of a handle (the error text when there is none)."""
+    if "handle" not in req:
+        fn = namespace.get(entry)
+        return fn if callable(fn) else f"NameError: name '{entry}' is not defined"
+    obj = handles.get(req.get("handle"))
+    if obj is None:
+        return "WireError: no such handle"
+    if req.get("method") == "new" and isinstance(obj, type):
+        return obj
+    if req.get("method") == "run" and not isinstance(obj, type):
+        return obj.run
+    return "WireError: no such method"
+
+
+def _answer(fn: Callable | str, exec_error: str | None, rid: int, req: dict, args: list, kwargs: dict) -> dict:
     if exec_error is not None:
         return {"id": rid, "fatal": exec_error}
-    fn = namespace.get(entry)
-    if not callable(fn):
-        return {"id": rid, "fatal": f"NameError: name '{entry}' is not defined"}
+    if isinstance(fn, str):
+        return {"id": rid, "fatal": fn}
     try:
         out = fn(*args, **kwargs)
     except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
@@ -931,11 +1006,15 @@ class _Session:
         raise _Abort()
 
     def candidate(self, *args, **kwargs):
+        return self.request({}, args, kwargs)
+
+    def request(self, head: dict, args: tuple, kwargs: dict):
+        """One call in G (the candidate, or a handle's method: `head`) -> its decoded value."""
         if self.failure is not None:
             raise _Abort()
         self.calls += 1
         try:
-            req = {"id": self.calls, "args": [encode(a) for a in args],
+            req = {**head, "id": self.calls, "args": [encode(a) for a in args],
                    "kwargs": [[str(k), encode(v)] for k, v in kwargs.items()], "rng": _rng_state()}
             line = dumps(req)
         except (WireError, ValueError) as exc:  # the test's own argument: the judge cannot carry it
@@ -963,7 +1042,11 @@ class _Session:
             if "raise" in resp:
                 exc = decode_exception(resp["raise"])
             else:
-                return decode(resp["ok"])
+                token = _SESSION.set(self)
+                try:
+                    return decode(resp["ok"])
+                finally:
+                    _SESSION.reset(token)
         except (WireError, KeyError) as exc:
             self.fail("runtime_error", f"invalid answer from the completion's process: {exc}")
         raise exc

@@ -23,7 +23,7 @@ from evaluation.humaneval.wire import MAX_DEPTH, Unsupported, WireError, decode,
 
 NORMAL, HARD = tasks_by_id("normal"), tasks_by_id("hard")
 T0, T1, T2, T5 = (f"qiskitHumanEval/{n}" for n in (0, 1, 2, 5))
-T50, T73, T80 = "qiskitHumanEval/50", "qiskitHumanEval/73", "qiskitHumanEval/80"
+T50, T73, T76, T80 = "qiskitHumanEval/50", "qiskitHumanEval/73", "qiskitHumanEval/76", "qiskitHumanEval/80"
 
 
 def _split(task_id: str, completion: str, variant: str = "normal", timeout_s: float = 60.0) -> dict:
@@ -252,6 +252,45 @@ def x_measurement(circuit: QuantumCircuit, qubit: int, cbit: int) -> QuantumCirc
 This returns a new circuit with the X-basis measurement.'''
 
 
+QWEN_T76_CLASS_RIGHT = '''```python
+from qiskit.transpiler.basepasses import TransformationPass
+from qiskit.dagcircuit import DAGCircuit
+from qiskit.circuit.library import HGate, XGate
+from qiskit import QuantumCircuit
+from qiskit.converters import circuit_to_dag
+
+
+def create_hxh_pass() -> TransformationPass:
+    class HXHPass(TransformationPass):
+        """Replaces every Z gate with H-X-H."""
+
+        def run(self, dag: DAGCircuit) -> DAGCircuit:
+            for node in dag.op_nodes():
+                if node.op.name == "z":
+                    qc = QuantumCircuit(1)
+                    qc.h(0)
+                    qc.x(0)
+                    qc.h(0)
+                    dag.substitute_node_with_dag(node, circuit_to_dag(qc))
+            return dag
+
+    return HXHPass  # the test accepts the class too
+```'''
+
+QWEN_T76_WRONG = '''```python
+from qiskit.transpiler.basepasses import TransformationPass
+from qiskit.dagcircuit import DAGCircuit
+
+
+def create_hxh_pass() -> TransformationPass:
+    class HXHPass(TransformationPass):
+        def run(self, dag: DAGCircuit) -> DAGCircuit:
+            # Z = HXH, so the circuit is already equivalent
+            return dag
+
+    return HXHPass()
+```'''
+
 BATCH = [  # (label, task, completion, expected failure or None for a pass)
     ("canonical 5", T5, NORMAL[T5].canonical_solution, None),
     *[(label, tid, comp, "hostile") for label, tid, comp in HOSTILE[:5]],
@@ -263,6 +302,9 @@ BATCH = [  # (label, task, completion, expected failure or None for a pass)
     ("qwen right 73 (mutates its argument; the test inspects it)", T73, QWEN_T73_RIGHT, None),
     ("qwen wrong 73 (changes a copy)", T73, QWEN_T73_WRONG, "assertion"),
     ("canonical 50", T50, NORMAL[T50].canonical_solution, None),
+    ("canonical 76 (a pass: a remote handle)", T76, NORMAL[T76].canonical_solution, None),
+    ("qwen right 76 (returns the pass class)", T76, QWEN_T76_CLASS_RIGHT, None),
+    ("qwen wrong 76 (a pass that does nothing)", T76, QWEN_T76_WRONG, "assertion"),
     ("canonical 1", T1, NORMAL[T1].canonical_solution, None),
     ("canonical 2", T2, NORMAL[T2].canonical_solution, None),
 ]
