@@ -185,10 +185,15 @@ def _top_level_imports(code: str) -> list[str]:
 def test_prelude(task: Task, variant: str, normal_prompt: str | None = None) -> str:
     """The dataset code T runs before the test: the prompt (normal variant); in the hard variant, whose
     test runs after the solution upstream, the imports of the canonical solution and of the normal prompt
-    (`normal_prompt`), which the tests use without importing them."""
+    (`normal_prompt`; looked up by task id when not given), which the tests use without importing them."""
     if variant == "normal":
         return task.prompt
-    imports = _top_level_imports(task.canonical_solution) + _top_level_imports(normal_prompt or "")
+    if normal_prompt is None:
+        from evaluation.humaneval.tasks import tasks_by_id
+
+        normal = tasks_by_id("normal").get(task.task_id)
+        normal_prompt = normal.prompt if normal is not None else ""
+    imports = _top_level_imports(task.canonical_solution) + _top_level_imports(normal_prompt)
     return "\n".join(dict.fromkeys(imports)) + "\n"
 
 

@@ -142,10 +142,9 @@ def _import_path() -> str:
 def _canonical_one(arg: tuple[str, str, float]) -> dict[str, Any]:
     variant, task_id, timeout_s = arg
     task = tasks_by_id(variant)[task_id]
-    normal_prompt = tasks_by_id("normal")[task_id].prompt
     with tempfile.TemporaryDirectory(prefix="qm-he-split-t-") as wd:
         os.chdir(wd)  # T's own scratch directory (the judge process writes nothing)
-        res = run_split(split_program(task.canonical_solution, task, variant, normal_prompt), task.entry_point,
+        res = run_split(split_program(task.canonical_solution, task, variant), task.entry_point,
                         timeout_s, mode="fork")
     return {"task_id": task_id, "variant": variant, **res}
 

@@ -28,7 +28,7 @@ T50, T73, T76, T80 = "qiskitHumanEval/50", "qiskitHumanEval/73", "qiskitHumanEva
 
 def _split(task_id: str, completion: str, variant: str = "normal", timeout_s: float = 60.0) -> dict:
     task = (NORMAL if variant == "normal" else HARD)[task_id]
-    prog = split_program(completion, task, variant, NORMAL[task_id].prompt)
+    prog = split_program(completion, task, variant)
     return run_split(prog, task.entry_point, timeout_s, mode="spawn")
 
 
