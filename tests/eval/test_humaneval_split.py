@@ -160,6 +160,30 @@ FAKE_LINES_OUT_OF_ORDER = _fn('''
         return QuantumCircuit(1)
 ''')
 
+SPRAY_THREAD = _fn('''
+    import os
+    import threading
+    import time
+    from qiskit import QuantumCircuit
+
+    def _spray():
+        while True:
+            for fd in range(3, 32):
+                try:
+                    os.write(fd, b'{"id": 1, "ok": {"t": "none"}}\\n{"passed": true}\\n')
+                except OSError:
+                    pass
+            time.sleep(0.001)
+
+    threading.Thread(target=_spray, daemon=True).start()
+
+    def create_state_prep():
+        time.sleep(0.2)
+        qc = QuantumCircuit(1)
+        qc.x(0)
+        return qc
+''')
+
 EXIT_IN_CANDIDATE = _fn('''
     def create_quantum_circuit(n_qubits):
         import os
@@ -177,6 +201,7 @@ HOSTILE = [
     ("prints fake verdicts and wire lines", T5, FAKE_VERDICT_PRINT),
     ("writes fake answer lines out of order", T5, FAKE_LINES_OUT_OF_ORDER),
     ("os._exit in the candidate", T0, EXIT_IN_CANDIDATE),
+    ("a thread sprays fake answers on every fd", T5, SPRAY_THREAD),
 ]
 
 # --------------------------------------------------------------------------------------------- realistic
