@@ -19,7 +19,8 @@ import pytest
 from evaluation.humaneval.assemble import split_program
 from evaluation.humaneval.splitrun import run_split
 from evaluation.humaneval.tasks import tasks_by_id
-from evaluation.humaneval.wire import MAX_DEPTH, Unsupported, WireError, decode, dumps, encode, judge_calls, loads
+from evaluation.humaneval.codec import MAX_DEPTH, Unsupported, WireError, decode, dumps, encode, loads
+from evaluation.humaneval.wire import judge_calls
 
 NORMAL, HARD = tasks_by_id("normal"), tasks_by_id("hard")
 T0, T1, T2, T5 = (f"qiskitHumanEval/{n}" for n in (0, 1, 2, 5))
