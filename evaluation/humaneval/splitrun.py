@@ -115,7 +115,7 @@ def run_split(program: SplitProgram, entry_point: str, timeout_s: float = 30.0, 
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             pid, to_g, from_g = proc.pid, proc.stdin.fileno(), proc.stdout.fileno()
         try:
-            out = judge_calls(job, PipeCaller(to_g, from_g, deadline), deadline)
+            out = judge_calls(job, None, PipeCaller(to_g, from_g, deadline), deadline)
         finally:
             for fd in (to_g, from_g):
                 try:

@@ -325,15 +325,22 @@ def _classify(error: str) -> str:
     return classify_exec_error(error)
 
 
-def judge_calls(job: dict, call: Callable[[bytes], bytes | None], deadline: float) -> dict:
+def judge_calls(job: dict, ready: dict | None, call: Callable[[bytes], bytes | None], deadline: float) -> dict:
     """In T: run the task's test against a proxy of G's candidate -> {"passed", "failure", "error"}.
 
     job: "prelude" (the dataset code the test needs: the prompt, or the hard variant's imports), "test",
-    "entry_point", "calls_check" (the test makes its own `check(entry_point)` call). `call(request)` sends one
-    request line to G and returns its one response line (None: G is gone, or `deadline`, a time.monotonic()
-    value, passed). Every call's outcome is checked here; nothing G says about the run is taken as a verdict."""
+    "entry_point", "calls_check" (the test makes its own `check(entry_point)` call). `ready`: G's own record
+    after it ran the program ({"exec_error", "exit"}; None when there is none): untrusted, so it can only
+    fail the sample (the program raised or exited: the failure as the one-process judge names it), never
+    pass it. `call(request)` sends one request line to G and returns its one response line (None: G is gone,
+    or `deadline`, a time.monotonic() value, passed). Every call's outcome is checked here; nothing G says
+    about the run is taken as a verdict."""
     from evaluation.humaneval.judge import verdict
 
+    if isinstance(ready, dict) and (ready.get("exec_error") is not None or ready.get("exit") is not None):
+        exit_code = ready.get("exit")
+        return {**verdict(str(ready.get("exec_error") or "")[:300] or None,
+                          None if exit_code is None else str(exit_code)[:200]), "passed": False}
     entry = str(job["entry_point"])
     session = _Session(call=call, deadline=deadline, entry_point=entry, files=CandidateFiles())
 

@@ -357,10 +357,20 @@ def test_test_that_swallows_everything_still_fails_when_g_dies():
     """A test body catching BaseException cannot turn a dead G into a pass: the session remembers."""
     job = {"prelude": "", "entry_point": "f", "calls_check": False,
            "test": "def check(candidate):\n    try:\n        candidate()\n    except BaseException:\n        pass\n"}
-    out = judge_calls(job, lambda request: None, deadline=float("inf"))
+    out = judge_calls(job, None, lambda request: None, deadline=float("inf"))
     assert out["passed"] is False and out["failure"] == "runtime_error", out
-    out = judge_calls(job, lambda request: None, deadline=0.0)
+    out = judge_calls(job, None, lambda request: None, deadline=0.0)
     assert out["failure"] == "timeout", out
+
+
+def test_g_record_can_only_fail():
+    """G's own record after the program ran (the runner's `ready`) can fail a sample, never pass one."""
+    job = {"prelude": "", "entry_point": "f", "calls_check": False,
+           "test": "def check(candidate):\n    assert candidate() == 1\n"}
+    out = judge_calls(job, {"exec_error": "ModuleNotFoundError: No module named 'x'"}, lambda r: None, float("inf"))
+    assert out == {"passed": False, "failure": "missing_module", "error": "ModuleNotFoundError: No module named 'x'"}
+    out = judge_calls(job, {"exec_error": None, "passed": True}, lambda r: None, float("inf"))
+    assert out["passed"] is False and out["failure"] == "runtime_error", out
 
 
 def test_timeout_in_candidate():
