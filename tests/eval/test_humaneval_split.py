@@ -445,3 +445,28 @@ def test_codec_refuses_what_is_not_data():
         with pytest.raises(TypeError):
             use()
     assert json.loads(dumps({"s": "\u2028"}))["s"] == "\u2028" and b"\xe2" not in dumps({"s": "\u2028"})
+
+
+CALL_CACHED_CANONICAL = _fn('''
+    def count_gates(circuit):
+        from evaluation.humaneval.tasks import tasks_by_id
+        task = tasks_by_id("normal")["qiskitHumanEval/80"]
+        ns = {}
+        exec(task.prompt + "\\n" + task.canonical_solution, ns)
+        return ns["count_gates"](circuit)
+''')
+
+
+def test_fork_server_holds_no_solutions():
+    """In the sandbox (the one-process judge of today's scoring): a completion that calls the canonical
+    solution it finds in its own memory (the fork server's cached task list, inherited by every reply) or
+    on disk passed every task; the fork server now never loads the dataset (judge.modules_elsewhere) and the
+    sandbox's root has no data directory. Valid completions before and after it."""
+    from evaluation.humaneval.scoring import Sample, score_samples
+
+    body = NORMAL[T80].canonical_solution
+    res = score_samples([Sample(T80, 0, body), Sample(T80, 1, CALL_CACHED_CANONICAL), Sample(T80, 2, body)],
+                        "normal", workers=1)
+    assert [r["passed"] for r in res] == [True, False, True], res
+    assert res[1]["failure"] == "runtime_error" and "FileNotFoundError" in res[1]["error"], res
+
