@@ -70,7 +70,10 @@ def serve_calls(namespace: dict, job: dict, rfile: BinaryIO, wfile: BinaryIO, ex
         resp = _answer(_target_of(namespace, entry, handles, req), exec_error, rid, req, args, kwargs)
         if "fatal" not in resp:
             resp["files"] = _written(before)
-        wfile.write(dumps(resp))
+        out = dumps(resp)
+        if len(out) > MAX_LINE:
+            out = dumps({"id": rid, "fatal": f"MemoryError: the answer is larger than {MAX_LINE} bytes ({len(out)})"})
+        wfile.write(out)
         wfile.flush()
 
 
@@ -99,13 +102,14 @@ def _answer(fn: Callable | str, exec_error: str | None, rid: int, req: dict, arg
     except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
         return {"id": rid, "fatal": f"{type(exc).__name__}: {exc}"[:300]}
     except BaseException as exc:  # noqa: BLE001 - the candidate's exception: it crosses as data
-        return {"id": rid, "raise": exception_record(exc), "after": _changed(req, args, kwargs)}
+        record: dict = {"id": rid, "raise": exception_record(exc)}
+    else:
+        record = {"id": rid, "ok": out}
     try:
-        resp = {"id": rid, "ok": encode(out), "after": _changed(req, args, kwargs)}
-        if len(dumps(resp)) > MAX_LINE:
-            return {"id": rid, "fatal": f"MemoryError: the return value is larger than {MAX_LINE} bytes "
-                                        f"({len(dumps(resp))})"}
-        return resp
+        if "ok" in record:
+            record["ok"] = encode(record["ok"])
+        record["after"] = _changed(req, args, kwargs)
+        return record
     except (WireError, RecursionError) as exc:
         return {"id": rid, "fatal": f"WireError: the return value cannot be sent: {exc}"[:300]}
     except Exception as exc:  # noqa: BLE001 - a hostile object broke its own encoding
