@@ -470,3 +470,14 @@ def test_fork_server_holds_no_solutions():
     assert [r["passed"] for r in res] == [True, False, True], res
     assert res[1]["failure"] == "runtime_error" and "FileNotFoundError" in res[1]["error"], res
 
+
+
+def test_survey_records_types_and_mutation():
+    """The survey the codec was designed from (evaluation.humaneval.survey): task 73's test passes a circuit
+    the candidate changes in place and then inspects it."""
+    from evaluation.humaneval.survey import summarise, survey_task, type_tree
+
+    row = survey_task(NORMAL[T73], "normal")
+    assert row["passed"] and row["mutated"] and row["arg_types"][0] == "qiskit.QuantumCircuit", row
+    assert type_tree([1, (2.0, "x")]) == "list[int | tuple[float, str]]"
+    assert summarise([row])["flags"]["mutated an argument"] == 1
