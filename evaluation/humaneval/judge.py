@@ -1,10 +1,11 @@
-"""The HumanEval judge: one job kind ("humaneval") of the sandbox runner (evaluation.sandbox).
+"""The HumanEval judge: one job kind ("humaneval") of the sandbox runner (evaluation.sandbox), a calling kind.
 
-A job's code is the whole program (the task's prompt, the completion, the task's test and the
-`check(entry_point)` call: evaluation.humaneval.assemble). In G the runner execs it; the test's asserts
-decide, so there is nothing to collect. In I, `judge` turns G's header into the verdict: passed when the
-program ran to its end without an exception, `assertion` for a failed test, otherwise the evaluation's
-failure vocabulary (evaluation.failures.classify_exec_error).
+A job's `code` is the candidate program (the task's prompt and the completion, never the test:
+evaluation.humaneval.assemble.split_program). In G the runner execs it, then `serve_calls` answers calls to the
+candidate with data-only values; in I, locked down, `judge_calls` runs the task's `prelude` and `test` (fields
+the runner keeps out of G: HIDDEN_FROM_REPLY) against a proxy of the candidate and decides: passed when the test
+ran to its end, `assertion` for a failed assert, otherwise the evaluation's failure vocabulary
+(evaluation.failures.classify_exec_error). Protocol and codec: evaluation/humaneval/wire.py, codec.py.
 """
 
 from __future__ import annotations
@@ -74,8 +75,30 @@ def preload() -> None:
     preload_stack(modules_elsewhere(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
 
 
-def collect(namespace: dict, job: dict, header: dict) -> None:
-    """In G: nothing beyond the exception (header["exec_error"]) and a SystemExit (header["exit"])."""
+# What G never holds: the test and the dataset code that runs it (the server hands them to I after G is forked).
+HIDDEN_FROM_REPLY = ("prelude", "test", "calls_check")
+
+
+def serve_calls(namespace: dict, job: dict, rfile, wfile, exec_error: str | None = None) -> None:
+    """In G, after the candidate program ran: evaluation.humaneval.wire.serve_calls."""
+    from evaluation.humaneval import wire
+
+    wire.serve_calls(namespace, job, rfile, wfile, exec_error)
+
+
+def judge_calls(job: dict, ready: dict | None, call, deadline: float) -> dict:
+    """In I: evaluation.humaneval.wire.judge_calls; a test whose work on the candidate's values spends the
+    judge's CPU budget or memory is the candidate's failure (too_complex / resource_limit), not a judge error."""
+    from evaluation.humaneval import wire
+    from evaluation.sandbox.kinds import BudgetExceeded
+
+    try:
+        return wire.judge_calls(job, ready, call, deadline)
+    except BudgetExceeded as exc:
+        return {"passed": False, "failure": "too_complex", "error": f"too complex to test: {exc}"[:300]}
+    except MemoryError:
+        return {"passed": False, "failure": "resource_limit", "error": "the test ran out of memory on the "
+                                                                        "candidate's values"}
 
 
 def verdict(exec_error: str | None, exit_code: str | None = None) -> dict[str, Any]:
@@ -88,13 +111,6 @@ def verdict(exec_error: str | None, exit_code: str | None = None) -> dict[str, A
     exc_type = exec_error.split(":", 1)[0].strip().rsplit(".", 1)[-1]
     failure = ASSERTION if exc_type == "AssertionError" else classify_exec_error(exec_error)
     return {"passed": False, "failure": failure, "error": str(exec_error)[:300]}
-
-
-def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
-    """In I: the verdict from G's header (untrusted, already parsed as JSON by the runner)."""
-    exec_error = header.get("exec_error")
-    exit_code = header.get("exit")
-    return verdict(None if exec_error is None else str(exec_error), None if exit_code is None else str(exit_code))
 
 
 def failed_run(job: dict, error: str, failure: str, partial: dict | None = None) -> dict:

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 
 from evaluation.extract import syntax_ok
 from evaluation.failures import EXCLUDED as EXCLUDED_FAILURE
-from evaluation.humaneval.assemble import build_program
+from evaluation.humaneval.assemble import split_program
+from evaluation.humaneval.codec import MAX_LINE
 from evaluation.humaneval.tasks import Task, check_variant, exclusions, load_tasks, tasks_by_id
 from evaluation.sandbox import MiB, SandboxLimits, run_jobs
 
@@ -24,10 +25,13 @@ CANONICAL_PASSED_MARK = "[canonical solution in the sandbox: passed]"
 
 
 def default_limits(timeout_s: float = TIMEOUT_S) -> SandboxLimits:
-    """The circuit judge's limits with HumanEval's timeout; the judge only reads a verdict (10 s is ample).
-    Memory: 1 GiB of address space above the fork server, the runner's default; measured, the hungriest
-    canonical solution (task 34, Aer behind fake-backend runtime jobs) needs more than 256 MiB and at most 512."""
-    return SandboxLimits(timeout_s=timeout_s, judge_timeout_s=10.0, memory_bytes=1024 * MiB)
+    """The circuit judge's limits with HumanEval's timeout. The task's test runs in the judge (I) with the
+    same wall-clock budget as the candidate's calls. Memory: 1 GiB of address space above the fork server, the
+    runner's default; measured, the hungriest canonical solution (task 34, Aer behind fake-backend runtime
+    jobs) needs more than 256 MiB and at most 512. Answers cross as JSON lines of up to 64 MiB (task 100's is
+    31 MiB)."""
+    return SandboxLimits(timeout_s=timeout_s, judge_timeout_s=timeout_s, memory_bytes=1024 * MiB,
+                         result_bytes=MAX_LINE)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
         if s.task_id in excluded and not run_excluded:
             results.append(_result(s, False, EXCLUDED_FAILURE, excluded[s.task_id], None))
             continue
-        prog = build_program(s.completion, task, variant)
+        prog = split_program(s.completion, task, variant)
         if prog.code is None:
             results.append(_result(s, False, "no_code", "empty completion", None))
             continue
@@ -103,7 +107,9 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
         if not ok:
             results.append(_result(s, False, "syntax_error", f"{err} ({prog.shape})", None))
             continue
-        jobs.append({"id": i, "kind": "humaneval", "code": prog.code})
+        # G runs `code` (prompt + completion); I runs `prelude` and `test` against it (never sent to G)
+        jobs.append({"id": i, "kind": "humaneval", "code": prog.code, "entry_point": task.entry_point,
+                     "prelude": prog.prelude, "test": prog.test, "calls_check": prog.calls_check})
         results.append(None)
     if jobs:
         cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or default_limits()),

@@ -340,6 +340,7 @@ def judge_calls(job: dict, ready: dict | None, call: Callable[[bytes], bytes | N
     or `deadline`, a time.monotonic() value, passed). Every call's outcome is checked here; nothing G says
     about the run is taken as a verdict."""
     from evaluation.humaneval.judge import verdict
+    from evaluation.sandbox.kinds import BudgetExceeded
 
     if isinstance(ready, dict) and (ready.get("exec_error") is not None or ready.get("exit") is not None):
         exit_code = ready.get("exit")
@@ -363,6 +364,8 @@ def judge_calls(job: dict, ready: dict | None, call: Callable[[bytes], bytes | N
             ns["check"](candidate)
     except _Abort:
         pass
+    except (BudgetExceeded, MemoryError):  # the test's work on the candidate's values: humaneval.judge decides
+        raise
     except SystemExit as exc:
         exit_code = str(exc.code)[:200]
     except BaseException as exc:  # noqa: BLE001 - the test failed (or the candidate's exception escaped)

@@ -123,7 +123,7 @@ def _run_and_hand_over(job: dict, limits: SandboxLimits, own_proc: bool, deadlin
     if interactive(kind):
         send(channel.dumps_line(header))
         with os.fdopen(CALLS_FD, "rb", buffering=0) as rfile, os.fdopen(RESULT_FD, "wb", buffering=0) as wfile:
-            kind.serve_calls(namespace, job, rfile, wfile)
+            kind.serve_calls(namespace, job, rfile, wfile, header["exec_error"])
         return 0
     if own_proc and os.getpid() == 1:
         _kill_leftovers(deadline)

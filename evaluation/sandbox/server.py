@@ -7,6 +7,7 @@ It never runs reply code. JSON lines in (one job each), JSON lines out (id + the
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -286,7 +287,7 @@ def _serve_loop(cfg: dict, iso: Isolation, inp, out, workers: int, limits: Sandb
                 while b"\n" in in_buf:
                     raw, in_buf = in_buf.split(b"\n", 1)
                     if raw.strip():
-                        pending.append(json.loads(raw))
+                        pending.append(_stash_hidden(json.loads(raw), base))
                 continue
             r = running[fd]
             chunk = os.read(fd, 1 << 16)
@@ -306,6 +307,26 @@ def _serve_loop(cfg: dict, iso: Isolation, inp, out, workers: int, limits: Sandb
                 _finish(r, out, f"judge timed out after {limits.timeout_s + limits.judge_timeout_s:g} s")
                 free_slots.append(r.slot)
                 del running[fd]
+
+
+_HIDDEN_SEQ = itertools.count()
+
+
+def _stash_hidden(job: dict, base: str) -> dict:
+    """The fields a job's kind keeps from the reply (HIDDEN_FROM_REPLY: a HumanEval task's test) leave this
+    server's memory, which every reply inherits through fork, for a root-only file in the server's own
+    directory (no reply's view holds it); I reads them after it has forked G (job["_hidden"]: the path)."""
+    try:
+        hidden = getattr(job_kind(job), "HIDDEN_FROM_REPLY", ())
+    except ValueError:  # an unknown kind: refused when the job starts
+        return job
+    secret = {k: job.pop(k) for k in hidden if k in job}
+    if secret:
+        path = os.path.join(base, f"hidden-{next(_HIDDEN_SEQ)}.json")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            json.dump(secret, fh)
+        job["_hidden"] = path
+    return job
 
 
 def _start(job: dict, cfg: dict, iso: Isolation, base: str, slot: int, limits: SandboxLimits) -> _Running:

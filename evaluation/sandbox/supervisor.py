@@ -11,6 +11,7 @@ Before parsing anything I drops to the sandbox uid under Landlock, rlimits and s
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -187,6 +188,7 @@ def supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | Non
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
+        hidden_fd = _open_hidden(job)
         memory_procs_fd, peak_fd = _join_cgroups(cfg.get("_cgroup"), fault)
         if iso.net_namespace:
             step("net_namespace", fault, namespaces.unshare, namespaces.CLONE_NEWNET)
@@ -222,7 +224,7 @@ def supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | Non
         cr, cw = os.pipe() if interactive(kind) else (None, None)
         pid = os.fork()
         if pid == 0:
-            for fd in (r, sr, cw, *own_ns.values()):
+            for fd in (r, sr, cw, hidden_fd, *own_ns.values()):
                 if fd is not None:
                     os.close(fd)
             fds = {"result": w, "setup": sw, "stdout": files[0], "stderr": files[1]}
@@ -233,6 +235,7 @@ def supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | Non
         for fd in (w, sw, cr, memory_procs_fd):
             if fd is not None:
                 os.close(fd)
+        job = _with_hidden(job, hidden_fd)  # only now, with G forked, does I hold what G must never see
         for flag, fd in own_ns.items():
             step("pid_namespace" if flag == namespaces.CLONE_NEWPID else "ipc_namespace", fault,
                  namespaces.setns, fd, flag)
@@ -262,8 +265,25 @@ def supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | Non
 
 def reply_job(job: dict, kind) -> dict:
     """What G is given of the job: never the fields its kind keeps from the reply (a HumanEval task's test)."""
-    hidden = getattr(kind, "HIDDEN_FROM_REPLY", ())
+    hidden = (*getattr(kind, "HIDDEN_FROM_REPLY", ()), "_hidden")
     return {k: v for k, v in job.items() if k not in hidden}
+
+
+def _open_hidden(job: dict) -> int | None:
+    """The server's file of the fields G must not see, opened (and removed) before I leaves the host's view."""
+    path = job.get("_hidden")
+    if not path:
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    os.unlink(path)
+    return fd
+
+
+def _with_hidden(job: dict, fd: int | None) -> dict:
+    if fd is None:
+        return job
+    with os.fdopen(fd, "rb") as fh:
+        return {**job, **json.load(fh)}
 
 
 def _join_cgroups(cg: cgroups.SlotCgroup | None, fault: str | None) -> tuple[int | None, int | None]:
