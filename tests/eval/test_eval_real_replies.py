@@ -97,7 +97,9 @@ def test_aer_threads_after_fork_do_not_hang():
 
 
 def test_removed_api_table_cites_release_notes():
-    assert all(row.source.startswith("https://quantum.cloud.ibm.com/docs/") and row.removed_in for row in REMOVED_APIS)
+    assert all(row.source.startswith(("https://quantum.cloud.ibm.com/docs/", "https://github.com/qiskit-community/"))
+               and row.removed_in for row in REMOVED_APIS)
+    assert not any("deprecated" in row.removed_in for row in REMOVED_APIS)  # a removal, never a deprecation
     assert lookup_removed("qiskit.opflow.PauliSumOp").name == "qiskit.opflow"
     assert lookup_removed("qiskit.primitives.StatevectorEstimator") is None
     assert lookup_removed("qiskit_aer.AerSimulator") is None
@@ -109,9 +111,13 @@ def test_classify_exec_error_keeps_its_signature_and_reads_the_code():
     assert classify_exec_error("ModuleNotFoundError: No module named 'networkx'") == "missing_module"
     assert classify_exec_error("ImportError: cannot import name 'execute' from 'qiskit' (/x/qiskit/__init__.py)") \
         == "removed_api"
-    # a message that names no table row: the code's own imports decide
+    # a message that names no table row: blamed on a removed import only when it names that import
     assert classify_exec_error("ImportError: DLL load failed") == "missing_module"
-    assert classify_exec_error("ImportError: DLL load failed", "from qiskit.opflow import X\n") == "removed_api"
+    assert classify_exec_error("ImportError: DLL load failed", "from qiskit.opflow import X\n") == "missing_module"
+    assert classify_exec_error("ImportError: cannot import name 'PauliSumOp'",
+                               "from qiskit.opflow import PauliSumOp\n") == "removed_api"
+    guarded = "try:\n    from qiskit.opflow import PauliSumOp\nexcept ImportError:\n    PauliSumOp = None\n"
+    assert classify_exec_error("ImportError: cannot import name 'PauliSumOp'", guarded) == "missing_module"
     # Landlock's bare EACCES on connect() is the network; a denied file write is the sandbox
     assert classify_exec_error("PermissionError: [Errno 13] Permission denied", "import socket\n") == "needs_network"
     assert classify_exec_error("PermissionError: [Errno 13] Permission denied: '/work/x'", "open('/work/x', 'w')") \
