@@ -73,10 +73,12 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
     from evaluation.humaneval.tasks import exclusions, graphviz_available
 
     info: dict = {}
+    missing = _missing_modules(samples)
     t0 = time.monotonic()
     results = score_samples(samples, args.variant, workers=args.workers, limits=default_limits(args.timeout),
                             progress=not args.no_progress, info=info, run_excluded=run_excluded)
     meta = {"sandbox_timeout_s": args.timeout, "score_seconds": round(time.monotonic() - t0, 2),
+            "missing_modules": missing,
             "graphviz": graphviz_available(), "sandbox_isolation": info}
     meta.update(extra or {})
     if run_excluded:
@@ -92,6 +94,22 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
           f"({len(summary['excluded'])} excluded; all tasks: pass@1 {'n/a' if all_1 is None else f'{all_1:.2f}%'}); "
           f"files in {args.out}")
     return summary, results
+
+
+def _missing_modules(samples) -> dict[str, list[str]]:
+    """The modules the scored tasks import that this install lacks (missing_task_modules), each warned
+    about on stderr: their tasks fail as `missing_module` whatever the model wrote."""
+    from evaluation.humaneval.judge import missing_task_modules
+    from evaluation.humaneval.tasks import exclusions
+
+    wanted = {s.task_id for s in samples}
+    out = {m: [t for t in tids if t in wanted] for m, tids in missing_task_modules(exclusions()).items()}
+    out = {m: tids for m, tids in out.items() if tids}
+    for module, tids in out.items():
+        print(f"warning: {module} cannot be imported here; {len(tids)} task(s) will fail as missing_module "
+              f"whatever the completion ({', '.join(tids[:5])}{', ...' if len(tids) > 5 else ''}); "
+              f"install the eval extra (pip install -e '.[eval]')", file=sys.stderr)
+    return out
 
 
 def _unscored_exit(summary: dict, request_errors: list[dict]) -> bool:
@@ -139,6 +157,15 @@ def _cmd_canonical(args) -> int:
     from evaluation.humaneval.report import write_jsonl
     from evaluation.humaneval.scoring import canonical_samples
 
+    from evaluation.humaneval.judge import missing_task_modules
+    from evaluation.humaneval.tasks import exclusions
+
+    missing = missing_task_modules(exclusions())
+    if missing:  # a canonical check on an incomplete install would blame the dataset
+        print(f"error: this install cannot import {', '.join(missing)} (needed by "
+              f"{len(set().union(*missing.values()))} tasks that are not excluded); install the eval extra "
+              f"(pip install -e '.[eval]') and rerun", file=sys.stderr)
+        return EXIT_ERROR
     samples = canonical_samples(args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "samples.jsonl", [{"task_id": s.task_id, "sample": s.sample, "completion": s.completion,

@@ -101,3 +101,36 @@ def test_find_circuit_reads_no_property_of_the_reply():
     ns = _namespace(code)
     circuit, how = find_circuit(ns, 4)
     assert circuit is None and how.startswith("no QuantumCircuit found") and ns["Lazy"].ran == []
+
+
+def test_stack_markers_are_whole_words():
+    """`mpl` in "simple"/"example" must not preload matplotlib; `draw("mpl")` must."""
+    from evaluation.stack import modules_used
+
+    assert modules_used(["# a simple example\nqc = QuantumCircuit(2)\n"]) == []
+    assert "matplotlib.pyplot" in modules_used(['qc.draw("mpl")\n'])
+    assert modules_used(["from qiskit_aer.primitives import EstimatorV2\n"])[:1] == ["qiskit_aer"]
+
+
+def test_humaneval_install_check_names_the_tasks_that_would_fail():
+    """On this install only the two excluded tasks' modules are missing (a real fact of the pinned stack)."""
+    from evaluation.humaneval.judge import missing_task_modules
+    from evaluation.humaneval.tasks import exclusions
+
+    assert missing_task_modules(exclusions()) == {}
+    everything = missing_task_modules([])
+    assert everything["qiskit_ibm_transpiler.transpiler_service"] == ["qiskitHumanEval/122"]
+
+
+def test_humaneval_canonical_refuses_an_incomplete_install(monkeypatch, tmp_path, capsys):
+    """An install without a module the tasks import: `canonical` refuses (exit 2, nothing written) instead of
+    reporting the canonical solutions as failing. (A missing package is faked: the test env has them all.)"""
+    from evaluation.cli import main
+    from evaluation.humaneval import judge
+
+    real = judge._importable
+    monkeypatch.setattr(judge, "_importable", lambda name: name != "qiskit_aer" and real(name))
+    out = tmp_path / "canon"
+    assert main(["humaneval", "canonical", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import qiskit_aer" in err and "eval extra" in err and not out.exists()
