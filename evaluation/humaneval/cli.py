@@ -89,6 +89,8 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
         meta["exclusions_known"] = len(exclusions())
     summary = write_all(args.out, results, args.variant, model=model, extra=meta)
     table = "  ".join(f"pass@{k} {v:.2f}%" for k, v in summary["pass_at"].items()) or "pass@k n/a"
+    for k, why in summary.get("pass_at_omitted", {}).items():
+        print(f"warning: pass@{k} not reported: {why}", file=sys.stderr)
     all_1 = summary["pass_at_all_tasks"].get(1)
     print(f"{model or args.out} ({args.variant}): {table}  over {summary['num_tasks_scored']} tasks "
           f"({len(summary['excluded'])} excluded; all tasks: pass@1 {'n/a' if all_1 is None else f'{all_1:.2f}%'}); "
