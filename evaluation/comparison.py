@@ -154,11 +154,13 @@ def plot_comparison(path: Path, comp: dict, labels: tuple[str, str], thresholds:
     width = 0.38
     for j, (side, label) in enumerate(zip("ab", labels)):
         xs = [i + (j - 0.5) * width for i in range(len(METRICS))]
-        vals = [comp["metrics"][mk][side] or 0.0 for mk, _, _ in METRICS]  # n/a drawn as an empty bar
+        raw = [comp["metrics"][mk][side] for mk, _, _ in METRICS]
+        vals = [0.0 if v is None else v for v in raw]  # n/a: an empty bar labelled "n/a", never "0.0"
         cis = [comp["metrics"][mk][f"{side}_ci95"] or [v, v] for (mk, _, _), v in zip(METRICS, vals)]
         yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
         bars = ax.bar(xs, vals, width, yerr=yerr, capsize=4, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center")
+        ax.bar_label(bars, labels=[fmt_rate(v) for v in raw], fontsize=7,
+                     label_type="edge" if None in raw else "center")
     for i, (mk, tk, _) in enumerate(METRICS):
         ax.hlines(getattr(thresholds, tk), i - 0.45, i + 0.45, colors="k", linestyles="dashed")
         p = comp["metrics"][mk]["paired"]["p_value"]

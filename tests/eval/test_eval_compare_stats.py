@@ -310,3 +310,37 @@ def test_repeated_prompts_are_compared_per_prompt_not_as_independent_pairs(tmp_p
                             circuit_run(tmp_path / "b1", "tuned", {i: True for i in ids[:10]}), tmp_path / "cmp1")
     v1 = once["metrics"]["verification_rate"]
     assert not v1["prompt_level"]["repeated"] and v1["significant"] == (v1["paired"]["p_value"] < 0.05)
+
+
+def _drawn_texts(monkeypatch) -> list[str]:
+    """Every text matplotlib draws into a figure saved from now on (the bar labels included)."""
+    from matplotlib.figure import Figure
+
+    seen: list[str] = []
+    real = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        seen.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+def test_plots_draw_na_as_na_not_as_zero(tmp_path, monkeypatch):
+    """A rate that is n/a (no scored reply) is labelled "n/a" in comparison.png and breakdown.png, never "0.0"."""
+    from evaluation.comparison import plot_comparison
+    from evaluation.report import Thresholds, plot_breakdown
+
+    ids = [f"t{i:04d}" for i in range(6)]
+    comp = write_comparison(circuit_run(tmp_path / "a", "base", {i: True for i in ids}),
+                            circuit_run(tmp_path / "b", "tuned", {i: False for i in ids}), tmp_path / "cmp")
+    comp["metrics"]["bp_free_rate"].update(b=None, b_ci95=None)
+    texts = _drawn_texts(monkeypatch)
+    plot_comparison(tmp_path / "c.png", comp, ("A", "B"), Thresholds())
+    # A: 100.0 x 3; B: syntax 100.0, verification 0.0, BP-free n/a
+    assert texts.count("100.0") == 4 and texts.count("0.0") == 1 and texts.count("n/a") == 1
+    texts.clear()
+    rates = {"syntax_rate": 50.0, "verification_rate": None, "bp_free_rate": None}
+    plot_breakdown(tmp_path / "b.png", {"by_hamiltonian": {"tfim": rates}, "by_num_qubits": {4: rates}})
+    assert texts.count("n/a") == 4 and "0.0" not in texts
