@@ -21,7 +21,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     g = p.add_argument_group("sandbox")
     g.add_argument("--workers", type=int, default=None, help="programs executed at once (default: CPU count)")
-    g.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per program (default 30, as upstream)")
+    g.add_argument("--timeout", type=float, default=None,
+                   help="wall-clock seconds per program, for every task (default: per task, max(30, 4 x the canonical "
+                        "solution's time measured by `canonical` on this machine and stack); 30 without such times; "
+                        "canonical itself: 300)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -74,10 +77,18 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
 
     info: dict = {}
     missing = _missing_modules(samples)
+    base, per_task, rule = _time_limits(args, canonical=run_excluded)
     t0 = time.monotonic()
-    results = score_samples(samples, args.variant, workers=args.workers, limits=default_limits(args.timeout),
-                            progress=not args.no_progress, info=info, run_excluded=run_excluded)
-    meta = {"sandbox_timeout_s": args.timeout, "score_seconds": round(time.monotonic() - t0, 2),
+    results = score_samples(samples, args.variant, workers=args.workers, limits=default_limits(base),
+                            progress=not args.no_progress, info=info, run_excluded=run_excluded,
+                            task_timeouts=per_task)
+    if run_excluded:
+        from evaluation.humaneval.timeouts import save_canonical_times
+
+        print(f"canonical times saved for this machine and stack: {save_canonical_times(results, args.variant)}",
+              file=sys.stderr)
+    meta = {"sandbox_timeout_s": base, "timeout_rule": rule, "task_timeouts_s": per_task or {},
+            "score_seconds": round(time.monotonic() - t0, 2),
             "missing_modules": missing,
             "graphviz": graphviz_available(), "sandbox_isolation": info}
     meta.update(extra or {})
@@ -96,6 +107,31 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
           f"({len(summary['excluded'])} excluded; all tasks: pass@1 {'n/a' if all_1 is None else f'{all_1:.2f}%'}); "
           f"files in {args.out}")
     return summary, results
+
+
+def _time_limits(args, canonical: bool) -> tuple[float, dict[str, float] | None, str]:
+    """(the limit for every task, task_id -> a larger limit, the rule in words), said on stderr."""
+    from evaluation.humaneval.timeouts import BASE_S, FACTOR, bucket, cache_path, task_limits
+
+    if args.timeout is not None:
+        rule = f"--timeout {args.timeout:g} s for every task"
+        per_task = None
+        base = args.timeout
+    elif canonical:
+        base, per_task, rule = 10 * BASE_S, None, f"{10 * BASE_S:g} s for every task (canonical measures the times)"
+    else:
+        limits = task_limits(args.variant)
+        base = BASE_S
+        if limits is None:
+            per_task = None
+            rule = (f"{BASE_S:g} s for every task: no canonical times for this machine and stack in {cache_path()} "
+                    f"(run `humaneval canonical` once to measure them)")
+        else:
+            per_task = {t: bucket(v) for t, v in limits.items() if v > BASE_S}
+            rule = (f"per task: max({BASE_S:g} s, {FACTOR:g} x the canonical time on this machine and stack); "
+                    f"{len(per_task)} task(s) above {BASE_S:g} s")
+    print(f"time limits: {rule}", file=sys.stderr)
+    return base, per_task, rule
 
 
 def _missing_modules(samples) -> dict[str, list[str]]:
@@ -234,7 +270,7 @@ def _count(values) -> dict:
 def main(args) -> int:
     from evaluation.sandbox import SandboxError
 
-    if not args.timeout > 0 or (args.workers is not None and args.workers < 1):
+    if (args.timeout is not None and not args.timeout > 0) or (args.workers is not None and args.workers < 1):
         print("error: --timeout must be > 0 and --workers >= 1", file=sys.stderr)
         return EXIT_ERROR
     try:
