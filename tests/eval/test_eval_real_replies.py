@@ -7,7 +7,6 @@ a careful human reviewer gives it (written before the judge ran on it). Every la
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,17 +16,15 @@ from evaluation.comparison import compare_failures
 from evaluation.report import Thresholds, summarize
 from evaluation.scoring import score_replies
 
-from eval_replies_cases import fence, record
+from eval_replies_cases import fence, load_corpus, record, score_corpus
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "real_replies" / "replies.yaml").read_text())
+CORPUS = load_corpus("replies.yaml")
 BY_ID = {case["id"]: case for case in CORPUS}
 
 
 @pytest.fixture(scope="module")
 def scored() -> dict[str, dict]:
-    records = [{"id": c["id"], "hamiltonian": c["hamiltonian"], "num_qubits": c["num_qubits"],
-                "constraint": c["constraint"], "reply": c["reply"]} for c in CORPUS]
-    return {r["id"]: r for r in score_replies(records, workers=2)}
+    return score_corpus(CORPUS)
 
 
 def test_corpus_is_large_and_varied():

@@ -6,24 +6,21 @@ labels written before the judge ran; every label must agree (a regression corpus
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
-import yaml
 
 from evaluation.failures import FAILURES, lookup_removed
 from evaluation.report import Thresholds, summarize
-from evaluation.scoring import score_replies
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "real_replies" / "wave3.yaml").read_text())
+from eval_replies_cases import load_corpus, score_corpus
+
+CORPUS = load_corpus("wave3.yaml")
 BY_ID = {case["id"]: case for case in CORPUS}
 
 
 @pytest.fixture(scope="module")
 def scored() -> dict[str, dict]:
-    records = [{"id": c["id"], "hamiltonian": c["hamiltonian"], "num_qubits": c["num_qubits"],
-                "constraint": c["constraint"], "reply": c["reply"]} for c in CORPUS]
-    return {r["id"]: r for r in score_replies(records, workers=2)}
+    return score_corpus(CORPUS)
 
 
 def test_corpus_covers_every_class_in_both_styles():
