@@ -17,7 +17,7 @@ from typing import Any
 
 from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD, MAX_DEPTH
 from evaluation.failures import JUDGE_ERROR
-from evaluation.sandbox import short_exc
+from evaluation.sandbox.kinds import BudgetExceeded, short_exc
 
 
 def preload() -> None:
@@ -38,6 +38,32 @@ def preload() -> None:
 
 
 SERIALISE_ERROR = "circuit could not be serialised: "
+TOO_COMPLEX = "too_complex"
+# Operations in all of a circuit's parameter expressions together (qiskit's replay form, which is what binding
+# walks): `2*theta` is 1, a Trotter angle 2-3; a nested product can double with each level.
+MAX_EXPRESSION_NODES = 20_000
+
+
+def expression_nodes(circuit, cap: int = MAX_EXPRESSION_NODES) -> int:
+    """The size of every parameter expression in `circuit` (gate parameters and the global phase, inside
+    custom gates' definitions too), counted until it passes `cap`."""
+    from qiskit.circuit import ParameterExpression
+
+    total = 0
+    stack = [(circuit, 0)]
+    while stack and total <= cap:
+        circ, depth = stack.pop()
+        values = [circ.global_phase]
+        for inst in circ.data:
+            op = inst.operation
+            values.extend(getattr(op, "params", ()))
+            definition = getattr(op, "_definition", None)  # set for custom gates (QPY), never built here
+            if definition is not None and depth < 20:
+                stack.append((definition, depth + 1))
+        for v in values:
+            if isinstance(v, ParameterExpression):
+                total += max(1, len(getattr(v, "_qpy_replay", ()) or ()))
+    return total
 
 
 def collect(namespace: dict, job: dict, header: dict) -> None:
@@ -196,7 +222,6 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     from qiskit import qpy
 
     from evaluation import barren, bp_scaling, simulator
-    from evaluation.failures import classify_exec_error
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.verify import NOT_FOUND, verify_circuit
 
@@ -221,6 +246,12 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     try:
         circuits = qpy.load(io.BytesIO(base64.b64decode(payload, validate=True)))
         circuit = circuits[0]
+        nodes = expression_nodes(circuit)
+        if nodes > MAX_EXPRESSION_NODES:
+            raise BudgetExceeded(f"its parameter expressions hold more than {MAX_EXPRESSION_NODES} operations")
+    except BudgetExceeded as exc:
+        out.update(error=f"too complex to judge: {exc}"[:300], failure=TOO_COMPLEX)
+        return out
     except Exception as exc:  # noqa: BLE001  (the reply process wrote it: the reply's doing)
         out.update(error="invalid QPY from the reply process: " + short_exc(exc), failure="invalid_circuit")
         return out
@@ -228,6 +259,9 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     try:
         _fault(job, cfg, "verify")
         ver, flat = verify_circuit(circuit, n, job.get("constraint") or "", cfg.get("max_depth", MAX_DEPTH))
+    except BudgetExceeded as exc:
+        out.update(error=f"too complex to judge: {exc}"[:300], failure=TOO_COMPLEX)
+        return out
     except Exception as exc:  # noqa: BLE001
         reason = "verification failed: " + short_exc(exc)
         out.update(verification_pass=None, error=reason, failure=JUDGE_ERROR, judge_error=reason)
@@ -257,6 +291,9 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
                    error=f"invalid circuit: {exc}"[:300])
     except simulator.UnsupportedCircuit as exc:  # the reply's structure: documented, not a plateau verdict
         out.update(bp_free=None, bp_status="unsupported", error=f"barren-plateau check: {exc}"[:300])
+    except BudgetExceeded as exc:  # what the reply built spent the judge's budget: not certified trainable
+        out.update(bp_free=False, bp_status=TOO_COMPLEX, error=f"barren-plateau check too complex: {exc}"[:300])
+        return out
     except Exception as exc:  # noqa: BLE001
         reason = "barren-plateau check failed: " + short_exc(exc)
         out.update(bp_free=None, bp_status=JUDGE_ERROR, error=reason, judge_error=reason)
@@ -269,6 +306,8 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
             if not math.isfinite(vq.energy_error):
                 raise ValueError(f"non-finite energy {vq.energy}")
             out.update(energy_error=vq.energy_error, vqe_energy=vq.energy)
+        except BudgetExceeded as exc:  # BP verdict kept; no VQE figure for a circuit too costly to optimise
+            out.update(error=f"VQE too complex: {exc}"[:300])
         except Exception as exc:  # noqa: BLE001  (BP verdict kept; the VQE figure is undecided)
             reason = "VQE failed: " + short_exc(exc)
             out.update(error=reason, judge_error=reason)

@@ -164,13 +164,14 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     meta.update(extra or {})
     write_validation_log(out, summary, model=model, endpoint=endpoint, thresholds=th, extra=meta)
     write_report(out, summary, th, model=model, endpoint=endpoint)
-    from evaluation.report import fmt_rate
+    from evaluation.report import fmt_rate, result_words
 
     unscored = len(summary["judge_errors"]) + len(summary["request_errors"])
     print(f"{model or out}: syntax {fmt_rate(summary['syntax_rate'])}%  verification {fmt_rate(summary['verification_rate'])}%  "
           f"BP-free {fmt_rate(summary['bp_free_rate'])}%  ({summary['num_tests']} replies scored"
           f"{f', {unscored} not scored' if unscored else ''}) -> "
-          f"{'PASSED' if summary['passed'] else 'targets not met'}; files in {out}")
+          f"{result_words(summary) if summary['judge_errors'] or summary['passed'] else 'targets not met'}; "
+          f"files in {out}")
     return summary
 
 

@@ -200,7 +200,7 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
                         f"lost the server at {base_url} after {received} new replies ({type(exc).__name__}: "
                         f"{str(exc)[:150]}); the {len(done) + received} replies received are in {out_path}, "
                         f"rerun with --resume to continue") from None
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(rec, ensure_ascii=True) + "\n")
                 fh.flush()
                 received += 1
                 failed += rec["finish_reason"] == "error"

@@ -50,13 +50,22 @@ def syntax_ok(code: str | None) -> tuple[bool, str | None]:
     return True, None
 
 
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def source_lines(text: str) -> list[str]:
+    """Lines as Python's tokenizer sees them (ended by \\n, \\r\\n or \\r only): str.splitlines() also breaks at
+    U+2028, U+0085, form feeds ..., which a string literal may hold."""
+    return _NEWLINE.split(text)
+
+
 def _qiskit_fallback(reply: str) -> str | None:
     """From the first `from qiskit`/`import qiskit` line: the longest prefix that compiles, else the
     seed's rule (up to the first blank line)."""
     m = _QISKIT_START.search(reply)
     if not m:
         return None
-    lines = reply[m.start():].rstrip().splitlines()
+    lines = source_lines(reply[m.start():].rstrip())
     for cut in range(len(lines), max(0, len(lines) - _MAX_TRIM_LINES), -1):
         candidate = "\n".join(lines[:cut]).strip()
         if candidate and syntax_ok(candidate)[0]:
@@ -79,7 +88,7 @@ class Extraction:
 def _clean_python(body: str, tag: str) -> str:
     """A python fence as a file would hold it: an interactive session (`>>>` prompts) keeps only its
     input lines; IPython magics and shell escapes (`%matplotlib inline`, `!pip install ...`) are dropped."""
-    lines = body.splitlines()
+    lines = source_lines(body)
     if tag == "pycon" or any(line.startswith(">>>") for line in lines):
         lines = [line[4:] if len(line) > 3 else "" for line in lines if line.startswith((">>>", "..."))]
     return "\n".join(line for line in lines if not _MAGIC.match(line)).strip()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 FAILURES = ("no_code", "syntax_error", "removed_api", "missing_module", "needs_network", "runtime_error",
             "timeout", "resource_limit", "sandbox_denied", "no_circuit", "wrong_qubits", "too_deep",
-            "no_parameters", "invalid_circuit")
+            "no_parameters", "invalid_circuit", "too_complex")
 ASSERTION, EXCLUDED = "assertion", "excluded"
 JUDGE_ERROR = "judge_error"
 

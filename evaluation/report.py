@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,11 @@ def finite_or_null(value: Any) -> Any:
 
 
 def parse_jsonl(text: str, path: Path) -> list[dict]:
-    """The JSON objects of a JSON-lines text (blank lines skipped); ValueError naming path:line otherwise."""
+    """The JSON objects of a JSON-lines text (blank lines skipped); ValueError naming path:line otherwise.
+    Lines end at "\n" only: a raw U+2028 or U+0085 inside a string (files written before the writers were
+    ASCII-only) is part of its line, not a break (str.splitlines would split there)."""
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -125,7 +128,7 @@ def write_results(out_dir: Path, results: list[dict]) -> Path:
     tmp = path.with_suffix(".jsonl.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in results:
-            fh.write(json.dumps(finite_or_null(r), ensure_ascii=False, allow_nan=False) + "\n")
+            fh.write(json.dumps(finite_or_null(r), ensure_ascii=True, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 
@@ -133,6 +136,7 @@ def write_results(out_dir: Path, results: list[dict]) -> Path:
 def write_validation_log(out_dir: Path, summary: dict, *, model: str | None, endpoint: str | None,
                          thresholds: Thresholds, extra: dict | None = None) -> Path:
     log = {k: summary[k] for k in ("syntax_rate", "verification_rate", "bp_free_rate", "num_tests", "passed")}
+    log["result"] = result_of(summary)
     log.update({
         "model": model, "endpoint": endpoint, "thresholds": asdict(thresholds),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -207,6 +211,42 @@ def plot_breakdown(path: Path, summary: dict) -> Path:
     return path
 
 
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~!])")
+
+
+def plain(text: Any, limit: int = 300) -> str:
+    """Reply-controlled text as one line safe for a terminal or a report: no escape sequences, control, bidi or
+    line-separator characters, whitespace collapsed, lone surrogates written as \\udXXX, at most `limit` long."""
+    s = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    s = _INVISIBLE.sub(" ", _ESCAPES.sub("", s))
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def md(text: Any, limit: int = 300) -> str:
+    """plain() with markdown's metacharacters escaped: it cannot open a heading, a table cell, emphasis, code,
+    a link or HTML in report.md."""
+    return _MARKDOWN.sub(r"\\\1", plain(text, limit))
+
+
+def result_of(summary: dict) -> str:
+    """"passed", "failed", or "not_decided" while any reply could not be judged (judge errors are out of every
+    rate: a reply that crashes its judge must not leave a PASSED behind)."""
+    if summary.get("judge_errors"):
+        return "not_decided"
+    return "passed" if summary.get("passed") else "failed"
+
+
+def result_words(summary: dict) -> str:
+    """The result for a person: PASSED / FAILED / "NOT DECIDED: N judge errors"."""
+    n = len(summary.get("judge_errors") or [])
+    if n:
+        return f"NOT DECIDED: {n} judge error{'s' if n != 1 else ''}"
+    return "PASSED" if summary.get("passed") else "FAILED"
+
+
 def fmt_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.1f}"
 
@@ -230,18 +270,19 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
         for g, s in summary[key].items():
             brk.append([str(g), str(s["num_tests"]), fmt_rate(s["syntax_rate"]), fmt_rate(s["verification_rate"]),
                         fmt_rate(s["bp_free_rate"])])
-    errs = "\n".join(f"- {k}: {v}" for k, v in summary["errors"].items()) or "- none"
+    errs = "\n".join(f"- {md(k)}: {v}" for k, v in summary["errors"].items()) or "- none"
     fails = _failures_section(summary)
-    undecided = "".join(f"- {e['id']}: {e['reason']}\n" for e in summary["judge_errors"] + summary["request_errors"])
+    undecided = "".join(f"- {md(e['id'])}: {md(e['reason'])}\n" for e in summary["judge_errors"] + summary["request_errors"])
     undecided_text = (f"## Not scored ({len(summary['judge_errors'])} judge errors, "
                       f"{len(summary['request_errors'])} request errors)\n\n{undecided}\n" if undecided else "")
-    text = (f"# Evaluation report\n\nModel: `{model}`  \nEndpoint: `{endpoint}`  \n"
+    text = (f"# Evaluation report\n\nModel: {md(model)}  \nEndpoint: {md(endpoint)}  \n"
             f"Replies: {summary['num_replies']} ({summary['num_tests']} scored)  \n"
-            f"Result: **{'PASSED' if summary['passed'] else 'FAILED'}** (all three targets must be met)\n\n"
+            f"Result: **{result_words(summary)}** (all three targets must be met"
+            f"{'; judge errors leave the rates undecided' if summary['judge_errors'] else ''})\n\n"
             f"{_table(rows)}\n![rates](rates.png)\n\n{undecided_text}## Breakdown\n\n{_table(brk)}\n"
             f"![breakdown](breakdown.png)\n\n{fails}## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
     path = out_dir / "report.md"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -249,9 +290,9 @@ def _failures_section(summary: dict) -> str:
     """report.md's "Failures" section: the failure kinds and the API drift."""
     if "failures" not in summary:
         return ""
-    rows = [["failure", "replies"]] + [[k, str(v)] for k, v in summary["failures"].items()]
+    rows = [["failure", "replies"]] + [[md(k), str(v)] for k, v in summary["failures"].items()]
     kinds = _table(rows) if len(rows) > 1 else "No reply failed.\n"
-    apis = ", ".join(f"`{k}` ({v})" for k, v in (summary.get("removed_apis") or {}).items()) or "none"
+    apis = ", ".join(f"{md(k)} ({v})" for k, v in (summary.get("removed_apis") or {}).items()) or "none"
     return (f"## Failures\n\n{kinds}\nAPI drift: **{fmt_rate(summary['api_drift_rate'])} %** of replies use an API "
             f"that Qiskit removed ({apis}).\n\n")
 

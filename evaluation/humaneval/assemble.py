@@ -157,10 +157,61 @@ def build_program(completion: str, task: Task, variant: str) -> Program:
         return part
     test = task.test if task.test.endswith("\n") else task.test + "\n"
     call = "" if _CHECK_CALL.search(task.test) else f"\ncheck({task.entry_point})\n"
-    if part.shape == "body" and variant == "normal":
-        head = task.prompt + "\n" + part.code
-    elif variant == "normal":
-        head = task.prompt + "\n\n" + part.code
-    else:
-        head = part.code
+    head = _head(part, task, variant)
     return Program(head.rstrip("\n") + "\n\n\n" + test + call, part.shape, part.from_fence)
+
+
+# ------------------------------------------------------------------------------------------ the split judge
+# The completion and the test in two processes (evaluation/humaneval/wire.py, docs/sandbox.md): G execs
+# `SplitProgram.code` (prompt + completion, never the test); T execs `prelude` and `test` (dataset code only,
+# never the completion) and calls the candidate across the boundary.
+
+@dataclass(frozen=True)
+class SplitProgram:
+    code: str | None      # what G execs; None: nothing to run (empty completion)
+    shape: str
+    from_fence: bool
+    prelude: str          # what T execs first: the dataset's prompt (normal) or the imports the test relies on (hard)
+    test: str             # then the test
+    calls_check: bool     # the test makes its own `check(<entry_point>)` call
+
+
+def _head(part: Program, task: Task, variant: str) -> str:
+    if part.shape == "body" and variant == "normal":
+        return task.prompt + "\n" + (part.code or "")
+    if variant == "normal":
+        return task.prompt + "\n\n" + (part.code or "")
+    return part.code or ""
+
+
+def _top_level_imports(code: str) -> list[str]:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    lines = code.split("\n")
+    return ["\n".join(lines[n.lineno - 1:n.end_lineno]) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def test_prelude(task: Task, variant: str, normal_prompt: str | None = None) -> str:
+    """The dataset code T runs before the test: the prompt (normal variant); in the hard variant, whose
+    test runs after the solution upstream, the imports of the canonical solution and of the normal prompt
+    (`normal_prompt`; looked up by task id when not given), which the tests use without importing them."""
+    if variant == "normal":
+        return task.prompt
+    if normal_prompt is None:
+        from evaluation.humaneval.tasks import tasks_by_id
+
+        normal = tasks_by_id("normal").get(task.task_id)
+        normal_prompt = normal.prompt if normal is not None else ""
+    imports = _top_level_imports(task.canonical_solution) + _top_level_imports(normal_prompt)
+    return "\n".join(dict.fromkeys(imports)) + "\n"
+
+
+def split_program(completion: str, task: Task, variant: str, normal_prompt: str | None = None) -> SplitProgram:
+    """The two programs of the split judge for one completion (code None for an empty completion)."""
+    part = completion_code(completion, task, variant)
+    code = None if part.code is None else _head(part, task, variant).rstrip("\n") + "\n"
+    return SplitProgram(code, part.shape, part.from_fence, test_prelude(task, variant, normal_prompt),
+                        task.test if task.test.endswith("\n") else task.test + "\n",
+                        _CHECK_CALL.search(task.test) is not None)

@@ -10,11 +10,13 @@ failure vocabulary (evaluation.failures.classify_exec_error).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
 import re
 from typing import Any, Iterable
 
-from evaluation import stack
+from evaluation.sandbox.preload import preload as preload_stack
 from evaluation.failures import ASSERTION, classify_exec_error
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,28 @@ def missing_task_modules(excluded: Iterable[str]) -> dict[str, list[str]]:
     return {name: sorted(tids) for name, tids in sorted(needs.items()) if not _importable(name)}
 
 
+def modules_elsewhere() -> list[str]:
+    """dataset_modules(), computed in a forked child: the fork server, whose memory every reply inherits,
+    must never hold the dataset (a completion could call the cached canonical solution and pass every task;
+    tests/eval/test_humaneval_split.py::test_fork_server_holds_no_solutions)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            data = json.dumps(dataset_modules()).encode("ascii")
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as fh:
+        chunks.append(fh.read())
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b"[]")
+
+
 def preload() -> None:
     """In the fork server, once: everything the tasks import, so a forked reply starts warm (a fresh
     interpreter spends ~1.2 s on these imports). A module missing here is left to fail in the reply
@@ -75,7 +99,7 @@ def preload() -> None:
     import matplotlib.font_manager  # noqa: F401  (the font list, built once, not per reply)
     import matplotlib.pyplot  # noqa: F401
 
-    stack.preload(dataset_modules(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
+    preload_stack(modules_elsewhere(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
 
 
 def collect(namespace: dict, job: dict, header: dict) -> None:

@@ -98,11 +98,10 @@ def run_many(programs: list[str], *, workers: int = 1, timeout_s: float = 30.0) 
 
 def compare(outside: dict[str, bool], sandbox_dir: Path) -> list[str]:
     """Lines, one per task whose canonical passes outside but not in the sandbox (or the reverse)."""
-    inside: dict[str, dict] = {}
-    for line in (sandbox_dir / "results.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            inside[r["task_id"]] = r
+    from evaluation.report import parse_jsonl
+
+    path = sandbox_dir / "results.jsonl"
+    inside = {r["task_id"]: r for r in parse_jsonl(path.read_text(encoding="utf-8"), path)}
     out = []
     for tid, ok in outside.items():
         r = inside.get(tid)

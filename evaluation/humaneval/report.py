@@ -20,6 +20,7 @@ from evaluation.failures import EXCLUDED as EXCLUDED_FAILURE
 from evaluation.failures import JUDGE_ERROR
 from evaluation.humaneval.passk import KS, pass_at_table
 from evaluation.humaneval.tasks import DIFFICULTIES, tasks_by_id
+from evaluation.report import md
 
 
 def _counts(results: list[dict]) -> dict[str, tuple[int, int]]:
@@ -75,7 +76,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(row, ensure_ascii=True) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -128,14 +129,14 @@ def write_report(out_dir: Path, summary: dict, results: list[dict], extra: dict 
     ks = [k for k in KS if k in summary["pass_at"]] or [1]
     rows = [("scored tasks", summary["pass_at"]), ("all tasks, excluded = failed", summary["pass_at_all_tasks"])]
     rows += [(d, t) for d, t in summary["by_difficulty"].items()]
-    lines = [f"# Qiskit HumanEval ({summary['variant']}): {summary['model'] or ''}", "",
+    lines = [f"# Qiskit HumanEval ({summary['variant']}): {md(summary['model'] or '')}", "",
              f"{summary['num_tasks']} tasks ({summary['num_tasks_scored']} scored, {len(summary['excluded'])} excluded), "
              f"{summary['num_samples']} sample(s) per task; {summary['tasks_solved']} tasks solved at least once.", ""]
     lines += _table(rows, ks)
     lines += [f"\npass@{k} not reported: {why}." for k, why in summary.get("pass_at_omitted", {}).items()]
     lines += ["", "pass@k: the unbiased estimator of Chen et al. (2021), mean over tasks (docs/humaneval.md).", "",
               "## Failures (all samples)", ""]
-    lines += [f"- {k}: {v}" for k, v in summary["failures"].items()] or ["- none"]
+    lines += [f"- {md(k)}: {v}" for k, v in summary["failures"].items()] or ["- none"]
     lines += ["", "## Excluded tasks", ""]
     lines += [f"- {e['task_id']}: {e['reason']}" for e in summary["excluded"]] or ["- none"]
     first_error: dict[str, dict] = {}
@@ -144,7 +145,7 @@ def write_report(out_dir: Path, summary: dict, results: list[dict], extra: dict 
         if r["task_id"] not in solved and r.get("failure") != EXCLUDED_FAILURE:
             first_error.setdefault(r["task_id"], r)
     lines += ["", "## Tasks never passed", ""]
-    lines += [f"- {t}: {r['failure']}: {str(r.get('error'))[:160]}" for t, r in first_error.items()] or ["- none"]
+    lines += [f"- {md(t)}: {md(r['failure'])}: {md(r.get('error'), 160)}" for t, r in first_error.items()] or ["- none"]
     for key, value in (extra or {}).items():
         lines.append(f"\n{key}: {value}")
     path = out_dir / "report.md"

@@ -154,7 +154,8 @@ def test_score_exits_2_on_judge_errors_and_rates_are_unchanged(tmp_path):
     rows = {r["id"]: r for r in _strict_rows(tmp_path / "o" / "results.jsonl")}
     assert rows["j_bp"]["verification_pass"] is True and rows["j_bp"]["bp_status"] == "judge_error"
     report = (tmp_path / "o" / "report.md").read_text()
-    assert "3 judge errors" in report and "- j_hang: judge timed out after 5 s" in report
+    assert "3 judge errors" in report and "- j\\_hang: judge timed out after 5 s" in report
+    assert "Result: **NOT DECIDED: 3 judge errors**" in report and "PASSED" not in report
     # tolerated when asked: exit by the targets again (without the hang, which costs a judge timeout)
     p = _cli("score", _write(tmp_path / "r2.jsonl", good + bad[1:]), "--out", tmp_path / "o2", *flags,
              "--max-judge-errors", 2, env=env)

@@ -102,7 +102,7 @@ def test_find_circuit_reads_no_property_of_the_reply():
 
 def test_stack_markers_are_whole_words():
     """`mpl` in "simple"/"example" must not preload matplotlib; `draw("mpl")` must."""
-    from evaluation.stack import modules_used
+    from evaluation.sandbox.preload import modules_used
 
     assert modules_used(["# a simple example\nqc = QuantumCircuit(2)\n"]) == []
     assert "matplotlib.pyplot" in modules_used(['qc.draw("mpl")\n'])
