@@ -117,7 +117,7 @@ def driving_literals(tree: ast.Module, n: int, found_by: str) -> tuple[list[ast.
         return hits, "variable " + ", ".join(sorted(names))
     if not found_by.startswith("variable "):
         return None
-    var = found_by[len("variable "):]
+    var = found_by[len("variable "):].split(".", 1)[0].split("[", 1)[0]  # `vqc.circuit`: vqc = Ansatz(8)
     for st in _module_statements(tree):
         if not (isinstance(st, ast.Assign) and isinstance(st.value, ast.Call)
                 and any(isinstance(t, ast.Name) and t.id == var for t in st.targets)):

@@ -204,14 +204,14 @@ def failed_run(job: dict, error: str, failure: str, partial: dict | None = None)
     return _result(verification_pass=None, error=error, failure=JUDGE_ERROR, judge_error=error)
 
 
-def _no_circuit_failure(found_by: str) -> str:
+def _no_circuit_failure(found_by: str, code: str | None = None) -> str:
     """no_circuit, or the kind of what the reply's own function raised while it was searched."""
     from evaluation.failures import classify_exec_error
     from evaluation.verify import SEARCH_RAISED
 
     if SEARCH_RAISED in found_by:
         raised = found_by.split(SEARCH_RAISED, 1)[1].split(" raised ", 1)[-1]
-        return classify_exec_error(raised) or "no_circuit"
+        return classify_exec_error(raised, code) or "no_circuit"
     return "no_circuit"
 
 
@@ -241,7 +241,7 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     if not isinstance(payload, str):
         found_by = str(header.get("found_by") or NOT_FOUND)
         out["error"] = (found_by if found_by.startswith(NOT_FOUND) else NOT_FOUND)[:300]
-        out["failure"] = _no_circuit_failure(out["error"])
+        out["failure"] = _no_circuit_failure(out["error"], job.get("code"))
         return out
     try:
         circuits = qpy.load(io.BytesIO(base64.b64decode(payload, validate=True)))

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="served model name; give it twice (base, then fine-tuned) to evaluate both into "
                           "DIR/<model>/ and compare them in DIR/comparison/")
     run.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY, then $VLLM_API_KEY, then 'EMPTY')")
-    run.add_argument("--num-tests", type=int, default=100, help="number of prompts; the 45 combinations are cycled (default 100)")
+    run.add_argument("--num-tests", type=int, default=45,
+                     help="number of prompts (default 45: each of the 45 combinations once); above 45 the combinations "
+                          "repeat, which adds replies but not independent prompts (compare then tests per prompt)")
     run.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     run.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     run.add_argument("--max-tokens", type=int, default=1024, help="max tokens per reply (default 1024)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -76,12 +77,50 @@ def _status_message(exc: openai.APIStatusError) -> str:
 
 def latest_by_id(records: list[dict]) -> list[dict]:
     """One record per id, the last one written (a resumed run appends a retried request's reply after
-    its refusal), in first-seen order."""
+    its refusal), in first-seen order. Only a refusal (finish_reason "error") may be replaced: any other
+    repeated id is a ValueError (two replies to one prompt would silently lose one)."""
+    seen_ok: dict = {}
+    for i, r in enumerate(records, 1):
+        rid = r.get("id")
+        if rid in seen_ok:
+            raise ValueError(f"duplicate id {rid!r} (records {seen_ok[rid]} and {i}): only a refused request "
+                             f"(finish_reason error) may be sent again")
+        if r.get("finish_reason") != "error":
+            seen_ok[rid] = i
     last = {r.get("id"): r for r in records}
     seen: dict = {}
     for r in records:
         seen.setdefault(r.get("id"), last[r.get("id")])
     return list(seen.values())
+
+
+def request_sha1(spec: Any, api: str) -> str:
+    """What was sent for one prompt (the chat messages, or the raw prompt for `completions`), hashed: a
+    resumed run must ask the same thing under the same id."""
+    sent = spec.prompt if api == "completions" else spec.messages
+    return hashlib.sha1(json.dumps([api, sent], sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def check_resumable(stored: list[dict], prompts: list[Any], *, model: str, sampling: dict, api: str,
+                    path: Path) -> None:
+    """EndpointError (one line) unless every stored record answers one of `prompts` with the same model,
+    sampling settings (temperature, max_tokens, seed) and request text: --resume must not mix runs."""
+    by_id = {p.id: p for p in prompts}
+    for r in stored:
+        rid = r.get("id")
+        if rid not in by_id:
+            raise EndpointError(f"{path} holds a reply to {rid!r}, which this run does not ask for (a different "
+                                f"--num-tests/--num-tasks/--samples?); resume with the same settings or choose "
+                                f"another --out")
+        if r.get("model") != model:
+            raise EndpointError(f"{path} was made with model {r.get('model')!r}, not {model!r}: resuming would mix "
+                                f"two models under one name; choose another --out")
+        if r.get("sampling") != sampling:
+            raise EndpointError(f"{path} was made with {r.get('sampling') or 'unrecorded settings'}, not {sampling}: "
+                                f"resume with the same --temperature/--max-tokens/--seed or choose another --out")
+        if r.get("request_sha1") != request_sha1(by_id[rid], api):
+            raise EndpointError(f"{path}: the stored request for {rid!r} differs from this run's (a different "
+                                f"--variant/--api or prompt text); choose another --out")
 
 
 def _record(spec: PromptSpec, model: str, reply: str, latency: float, finish: str | None, **extra) -> dict[str, Any]:
@@ -124,8 +163,11 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not resume and out_path.stat().st_size > 0:
         raise EndpointError(f"{out_path} exists: pass --resume to continue it or choose another --out")
+    sampling = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    stored = read_replies(out_path) if resume else []
+    check_resumable(stored, prompts, model=model, sampling=sampling, api=api, path=out_path)
     # a refused request (finish_reason "error") is not done: --resume sends it again
-    done = {r["id"] for r in read_replies(out_path) if r.get("finish_reason") != "error"} if resume else set()
+    done = {r["id"] for r in stored if r.get("finish_reason") != "error"}
     todo = [p for p in prompts if p.id not in done]
     t0 = time.perf_counter()
     received = failed = 0
@@ -144,7 +186,10 @@ async def collect(prompts: list[PromptSpec], *, base_url: str, model: str, api_k
         from tqdm import tqdm
 
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"querying {model}", unit="reply")
-    tasks = [asyncio.ensure_future(_ask(client, spec, model, sem, params, api, make_record)) for spec in todo]
+    def record(spec, *args, **extra) -> dict:  # every line says how it was asked (check_resumable reads it)
+        return make_record(spec, *args, sampling=sampling, request_sha1=request_sha1(spec, api), **extra)
+
+    tasks = [asyncio.ensure_future(_ask(client, spec, model, sem, params, api, record)) for spec in todo]
     try:
         with open(out_path, "a", encoding="utf-8") as fh:
             for fut in asyncio.as_completed(tasks):

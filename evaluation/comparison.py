@@ -79,6 +79,40 @@ def _outcomes_by_id(results: list[dict], path: Path) -> dict[str, dict[str, bool
     return {mk: {str(r.get("id")): fn(r) for r in counted} for mk, fn in OUTCOMES.items()}
 
 
+def _prompt_key(r: dict) -> str:
+    """The prompt a reply answers (the seed's combination), whatever its id: `--num-tests` above 45 repeats them."""
+    return f"{r.get('hamiltonian')}|{r.get('num_qubits')}|{r.get('constraint')}"
+
+
+def _outcomes_by_prompt(results: list[dict]) -> dict[str, dict[str, list[bool]]]:
+    """metric -> {prompt: [success of each scored reply to it]}."""
+    counted = [r for r in results if scored(r)]
+    out: dict[str, dict[str, list[bool]]] = {}
+    for mk, fn in OUTCOMES.items():
+        per: dict[str, list[bool]] = {}
+        for r in counted:
+            per.setdefault(_prompt_key(r), []).append(bool(fn(r)))
+        out[mk] = per
+    return out
+
+
+def prompt_level_stats(a: dict[str, list[bool]], b: dict[str, list[bool]], seed: int = 0) -> dict[str, Any]:
+    """The comparison that respects repeated prompts: per prompt (in both runs), each run's success rate over
+    its replies to it; the sign-flip permutation test on the per-prompt differences (replies to one prompt
+    are not independent pairs, so the prompts are the units). `repeated`: some prompt has several replies."""
+    keys = sorted(set(a) & set(b))
+    ma = [sum(a[k]) / len(a[k]) for k in keys]
+    mb = [sum(b[k]) / len(b[k]) for k in keys]
+    repeated = any(len(v) > 1 for v in (*a.values(), *b.values()))
+    if not keys:
+        return {"n_prompts": 0, "repeated": repeated, "a_mean": None, "b_mean": None, "difference": None,
+                "p_value": None, "significant": False}
+    p = stats.paired_permutation_p(ma, mb, seed=seed)
+    return {"n_prompts": len(keys), "repeated": repeated, "a_mean": _r(100 * sum(ma) / len(ma)),
+            "b_mean": _r(100 * sum(mb) / len(mb)), "difference": _r(100 * (sum(mb) - sum(ma)) / len(keys)),
+            "p_value": float(p), "significant": bool(p < stats.ALPHA)}
+
+
 def metric_stats(a: dict[str, bool], b: dict[str, bool]) -> dict[str, Any]:
     """Wilson intervals of both rates (the scored replies of each run), McNemar on the ids both runs have."""
     paired = stats.pair_outcomes(a, b)
@@ -99,6 +133,13 @@ def metric_sentence(mk: str, m: dict) -> str:
         head = f"B {VERBS[mk]} {abs(net)} {'more' if net > 0 else 'fewer'} of {n} prompts than A ({detail})"
     verdict = ("no difference" if net == 0 else "unlikely to be chance" if m["significant"] else "could be chance")
     text = f"{head}; {fmt_p(pr['p_value'])} (exact McNemar); {verdict}."
+    pl = m.get("prompt_level") or {}
+    if pl.get("repeated"):  # McNemar above treats the repeats as independent pairs: the prompts decide
+        text = f"Reply level: {text} Prompt level (prompts repeat, so this test decides): over {pl['n_prompts']} " \
+               f"prompts B's mean success is {fmt_rate(pl['b_mean'])} % against A's {fmt_rate(pl['a_mean'])} %; " \
+               f"{'n/a' if pl['p_value'] is None else fmt_p(pl['p_value'])} (sign-flip permutation on per-prompt " \
+               f"rates); {'unlikely to be chance' if pl['significant'] else 'could be chance'}."
+        return text
     need = m.get("prompts_needed")
     if need is not None:
         text += (f" Detecting a difference of this size reliably (80 % power, alpha = 0.05) takes about {need}"
@@ -113,11 +154,13 @@ def plot_comparison(path: Path, comp: dict, labels: tuple[str, str], thresholds:
     width = 0.38
     for j, (side, label) in enumerate(zip("ab", labels)):
         xs = [i + (j - 0.5) * width for i in range(len(METRICS))]
-        vals = [comp["metrics"][mk][side] or 0.0 for mk, _, _ in METRICS]  # n/a drawn as an empty bar
+        raw = [comp["metrics"][mk][side] for mk, _, _ in METRICS]
+        vals = [0.0 if v is None else v for v in raw]  # n/a: an empty bar labelled "n/a", never "0.0"
         cis = [comp["metrics"][mk][f"{side}_ci95"] or [v, v] for (mk, _, _), v in zip(METRICS, vals)]
         yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
         bars = ax.bar(xs, vals, width, yerr=yerr, capsize=4, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center")
+        ax.bar_label(bars, labels=[fmt_rate(v) for v in raw], fontsize=7,
+                     label_type="edge" if None in raw else "center")
     for i, (mk, tk, _) in enumerate(METRICS):
         ax.hlines(getattr(thresholds, tk), i - 0.45, i + 0.45, colors="k", linestyles="dashed")
         p = comp["metrics"][mk]["paired"]["p_value"]
@@ -137,6 +180,7 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     a, b = load_run(a_dir), load_run(b_dir)
     res_a, res_b = _read_jsonl(a_dir / "results.jsonl"), _read_jsonl(b_dir / "results.jsonl")
     oa, ob = _outcomes_by_id(res_a, a_dir / "results.jsonl"), _outcomes_by_id(res_b, b_dir / "results.jsonl")
+    pa, pb = _outcomes_by_prompt(res_a), _outcomes_by_prompt(res_b)
     la, lb = _labels(a, b, a_dir, b_dir, labels)
     th = Thresholds(**(b.get("thresholds") or {}))
     comp: dict[str, Any] = {"kind": "circuits", "a": {"dir": str(a_dir), "model": a.get("model")},
@@ -145,6 +189,9 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     for mk, _, name in METRICS:
         va, vb = _rate(a, mk), _rate(b, mk)
         m = {"a": va, "b": vb, "change": _change(va, vb)} | metric_stats(oa[mk], ob[mk])
+        m["prompt_level"] = prompt_level_stats(pa[mk], pb[mk])
+        if m["prompt_level"]["repeated"]:  # replies to one prompt are not independent: the prompt-level test decides
+            m["significant"] = m["prompt_level"]["significant"]
         comp["metrics"][mk] = m
         rows.append([name, f"{fmt_rate(va)} [{_span(m['a_ci95'])}]", f"{fmt_rate(vb)} [{_span(m['b_ci95'])}]",
                      _fmt_change(m["change"]), fmt_p(m["paired"]["p_value"]).removeprefix("p = "),
@@ -180,7 +227,10 @@ METHOD_NOTE = (
     "seed) and applies the exact two-sided McNemar test: only prompts where exactly one model succeeds count, "
     "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
     "p < 0.05. The prompts needed come from Connor (1987, Biometrics 43:207-211) at the observed discordant "
-    "proportions, 80 % power, alpha = 0.05. See docs/evaluation.md.")
+    "proportions, 80 % power, alpha = 0.05. When prompts repeat (`--num-tests` above 45, or several runs' replies "
+    "to one prompt), replies to one prompt are not independent pairs: each prompt's success rate is compared "
+    "instead (sign-flip permutation test on the per-prompt differences), and that test decides significance. "
+    "See docs/evaluation.md.")
 
 
 def compare_failures(a: dict, b: dict) -> tuple[list[list[str]], dict[str, Any]]:
@@ -386,8 +436,9 @@ def b_wins(comp: dict, require_significant: bool = False) -> bool:
     if comp["kind"] == "humaneval":
         paired_better = comp["paired"]["difference"] > 0
     else:
-        pr = comp["metrics"]["verification_rate"]["paired"]
-        paired_better = pr["b_only"] > pr["a_only"]
+        ver = comp["metrics"]["verification_rate"]
+        pr, pl = ver["paired"], ver.get("prompt_level") or {}
+        paired_better = (pl.get("difference") or 0) > 0 if pl.get("repeated") else pr["b_only"] > pr["a_only"]
     return paired_better and bool(comp["significant"])
 
 

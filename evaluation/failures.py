@@ -32,7 +32,8 @@ _QISKIT_1_0 = "https://quantum.cloud.ibm.com/docs/api/qiskit/release-notes/1.0"
 _QISKIT_1_0_GUIDE = "https://quantum.cloud.ibm.com/docs/guides/qiskit-1.0-features"
 _QISKIT_2_0 = "https://quantum.cloud.ibm.com/docs/api/qiskit/release-notes/2.0"
 _RUNTIME_V2 = "https://quantum.cloud.ibm.com/docs/guides/v2-primitives"
-_RUNTIME_SAMPLER = "https://quantum.cloud.ibm.com/docs/api/qiskit-ibm-runtime/sampler-v2"
+_QISKIT_2_0_GUIDE = "https://quantum.cloud.ibm.com/docs/guides/qiskit-2.0"
+_AQUA = "https://github.com/qiskit-community/qiskit-aqua"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ REMOVED_APIS: tuple[RemovedApi, ...] = (
     RemovedApi("qiskit.tools", "qiskit 1.0", "qiskit.visualization / qiskit.utils.parallel_map", _QISKIT_1_0),
     RemovedApi("qiskit.test", "qiskit 1.0", "none (not public)", _QISKIT_1_0),
     RemovedApi("qiskit.extensions", "qiskit 1.0", "qiskit.circuit.library", _QISKIT_1_0),
+    # The generic V1 fakes (Fake5QV1, ...) were added in 1.0 ("Add generic V1 Fake Backends") and went with
+    # BackendV1 in 2.0; the device-specific ones (FakeManila, ...) moved to qiskit_ibm_runtime in 1.0.
+    RemovedApi("qiskit.providers.fake_provider generic V1 fakes (Fake5QV1, ...)", "qiskit 2.0",
+               "qiskit.providers.fake_provider.GenericBackendV2", _QISKIT_2_0,
+               ("qiskit.providers.fake_provider.Fake5QV1", "qiskit.providers.fake_provider.Fake20QV1",
+                "qiskit.providers.fake_provider.Fake1Q", "qiskit.providers.fake_provider.Fake*PulseV1",
+                "qiskit.providers.fake_provider.FakeOpenPulse*")),
     RemovedApi("qiskit.providers.fake_provider.FakeBackend (V1 fake backends)", "qiskit 1.0",
                "qiskit_ibm_runtime.fake_provider (FakeManilaV2, ...)", _QISKIT_1_0,
                ("qiskit.providers.fake_provider.Fake*", "qiskit.test.mock")),
@@ -78,7 +86,18 @@ REMOVED_APIS: tuple[RemovedApi, ...] = (
     RemovedApi("qiskit.algorithms", "qiskit 1.0", "qiskit_algorithms (pip install qiskit-algorithms)",
                _QISKIT_1_0_GUIDE),
     RemovedApi("qiskit.utils.QuantumInstance", "qiskit 1.0", "primitives (StatevectorEstimator, ...)",
-               _QISKIT_1_0_GUIDE, ("qiskit.utils.quantum_instance", "qiskit.aqua")),
+               _QISKIT_1_0_GUIDE, ("qiskit.utils.quantum_instance",)),
+    # Deprecated in 0.45/0.46 and removed in 1.0 (flake8-qiskit-migration's QKT100 rules list both).
+    RemovedApi("qiskit.utils.algorithm_globals", "qiskit 1.0", "qiskit_algorithms.utils.algorithm_globals",
+               _QISKIT_1_0_GUIDE),
+    RemovedApi("qiskit.quantum_info.synthesis", "qiskit 1.0", "qiskit.synthesis", _QISKIT_1_0_GUIDE),
+    RemovedApi("qiskit.qasm", "qiskit 1.0", "qiskit.qasm2 (load/dumps)", _QISKIT_1_0_GUIDE),
+    RemovedApi("QuantumCircuit.snapshot", "qiskit 1.0", "qiskit_aer's save_* instructions", _QISKIT_1_0),
+    # Never part of qiskit: qiskit-aqua was a separate package (qiskit.aqua, qiskit.chemistry, ...),
+    # deprecated in April 2021 and archived; its code does not import with any current qiskit.
+    RemovedApi("qiskit.aqua", "qiskit-aqua (a separate package, retired 2021)",
+               "qiskit_algorithms / qiskit_nature / qiskit_optimization", _AQUA,
+               ("qiskit.chemistry", "qiskit.finance", "qiskit.optimization", "qiskit.ml")),
     # Qiskit 2.0.0 release notes, "Primitives Upgrade Notes" and "Providers Upgrade Notes".
     RemovedApi("qiskit.primitives.Estimator", "qiskit 2.0", "qiskit.primitives.StatevectorEstimator", _QISKIT_2_0,
                ("qiskit.primitives.BaseEstimator",)),
@@ -91,13 +110,21 @@ REMOVED_APIS: tuple[RemovedApi, ...] = (
                ("qiskit.providers.models", "qiskit.providers.BackendV2Converter", "qiskit.providers.ProviderV1",
                 "qiskit.providers.Provider")),
     RemovedApi("qiskit.pulse", "qiskit 2.0", "none (Qiskit Dynamics for pulse-level work)", _QISKIT_2_0),
-    # qiskit-ibm-runtime: the V1 primitives and their backend=/session= arguments. Deprecated in 0.23/0.24
-    # (mode= replaces them); the pinned 0.48 has SamplerV2(mode=None, options=None) only.
-    RemovedApi("qiskit_ibm_runtime.Sampler(backend=/session=)", "qiskit-ibm-runtime (V1 primitives, deprecated 0.23)",
-               "SamplerV2(mode=backend_or_session)", _RUNTIME_SAMPLER),
+    # Qiskit 2.0: c_if (the commonest 2.0 break in feedback code: `qc.x(0).c_if(cr, 1)`), assemble and Qobj.
+    RemovedApi("Instruction.c_if", "qiskit 2.0", "with qc.if_test((clbit, value)): ...", _QISKIT_2_0_GUIDE,
+               ("*.c_if",)),
+    RemovedApi("qiskit.assemble", "qiskit 2.0", "backend.run(circuits) / the V2 primitives", _QISKIT_2_0,
+               ("qiskit.compiler.assemble", "qiskit.assembler", "qiskit.compiler.assembler")),
+    RemovedApi("qiskit.qobj", "qiskit 2.0", "qiskit.qpy or OpenQASM", _QISKIT_2_0),
+    # qiskit-ibm-runtime: the V1 primitives and their backend=/session= arguments. Deprecated in 0.23;
+    # their support ended on 15 August 2024 (the V2 migration guide); the pinned 0.48 has
+    # SamplerV2(mode=None, options=None) only.
+    RemovedApi("qiskit_ibm_runtime.Sampler(backend=/session=)",
+               "qiskit-ibm-runtime (V1 primitives, support removed 15 August 2024)",
+               "SamplerV2(mode=backend_or_session)", _RUNTIME_V2),
     RemovedApi("qiskit_ibm_runtime.Estimator(backend=/session=)",
-               "qiskit-ibm-runtime (V1 primitives, deprecated 0.23)", "EstimatorV2(mode=backend_or_session)",
-               _RUNTIME_V2),
+               "qiskit-ibm-runtime (V1 primitives, support removed 15 August 2024)",
+               "EstimatorV2(mode=backend_or_session)", _RUNTIME_V2),
 )
 
 
@@ -116,33 +143,89 @@ _OBJECT_ATTR = re.compile(r"'(\w+)' object has no attribute '(\w+)'")
 _UNEXPECTED_KW = re.compile(r"(SamplerV2|EstimatorV2)\.__init__\(\) got an unexpected keyword argument '(backend|session)'")
 
 
+_ERROR_NAMES = ((_CANNOT_IMPORT, lambda m: (f"{m.group(2)}.{m.group(1)}", m.group(2))),
+                (_NO_MODULE, lambda m: (m.group(1), m.group(1))),
+                (_MODULE_ATTR, lambda m: (f"{m.group(1)}.{m.group(2)}", m.group(1))),
+                (_OBJECT_ATTR, lambda m: (f"{m.group(1)}.{m.group(2)}", None)))
+
+
+def _qiskit_release() -> str:
+    """"qiskit X.Y" of the installed qiskit (the release a name is missing from), without importing it."""
+    try:
+        from importlib.metadata import version
+
+        return "qiskit " + ".".join(version("qiskit").split(".")[:2])
+    except Exception:  # noqa: BLE001  (no qiskit metadata: the error still names a qiskit module)
+        return "qiskit"
+
+
 def removed_api_in_error(error: str | None) -> RemovedApi | None:
-    """The removed API an exception message ("ExcType: message") names, if any."""
+    """The removed API an exception message ("ExcType: message") names, if any: a table row, else
+    (issue 19) any `qiskit.X` the installed qiskit lacks, named from the error (`No module named
+    'qiskit.X'`, `cannot import name 'Y' from 'qiskit.X'`, `module 'qiskit.X' has no attribute 'Y'`):
+    qiskit itself imports, so a missing piece of it is an API the model learnt from another release
+    (or invented: the judge cannot tell a removed name from one that never existed). Such a name gets
+    removed_in "not in qiskit X.Y" and no table row."""
     if not error:
         return None
-    for pattern, dotted in ((_CANNOT_IMPORT, lambda m: f"{m.group(2)}.{m.group(1)}"),
-                            (_NO_MODULE, lambda m: m.group(1)),
-                            (_MODULE_ATTR, lambda m: f"{m.group(1)}.{m.group(2)}"),
-                            (_OBJECT_ATTR, lambda m: f"{m.group(1)}.{m.group(2)}")):
+    unlisted = None
+    for pattern, names in _ERROR_NAMES:
         m = pattern.search(error)
         if m:
-            row = lookup_removed(dotted(m))
+            dotted, module = names(m)
+            row = lookup_removed(dotted)
             if row is not None:
                 return row
+            qiskit_part = module is not None and (module.startswith("qiskit.") or
+                                                  (module == "qiskit" and pattern is not _NO_MODULE))
+            if unlisted is None and qiskit_part:
+                unlisted = dotted
     m = _UNEXPECTED_KW.search(error)
     if m:
         return lookup_removed(f"qiskit_ibm_runtime.{m.group(1)[:-2]}(backend=/session=)")
+    if unlisted is not None:
+        return RemovedApi(unlisted, f"not in {_qiskit_release()}", "see the Qiskit migration guides",
+                          _QISKIT_1_0_GUIDE)
     return None
 
 
+_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    """`except:`, `except ImportError:`, `except (ModuleNotFoundError, X):`, `except Exception:` ..."""
+    if handler.type is None:
+        return True
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(t, (ast.Name, ast.Attribute)) and (t.id if isinstance(t, ast.Name) else t.attr)
+               in _IMPORT_ERRORS for t in types)
+
+
+def _guarded_imports(tree: ast.AST) -> set[int]:
+    """id() of the import statements in the body of a `try` whose handler catches ImportError: a
+    compatibility import (`try: from qiskit import Aer` / `except ImportError: from qiskit_aer import Aer`)
+    that falls back on the installed stack, so the removed name is never used."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            for st in node.body:
+                if isinstance(st, (ast.Import, ast.ImportFrom)):
+                    out.add(id(st))
+    return out
+
+
 def _imported_names(code: str) -> list[str]:
-    """Dotted names the code imports (`from a.b import c` -> a.b.c; `import a.b` -> a.b), in order."""
+    """Dotted names the code imports (`from a.b import c` -> a.b.c; `import a.b` -> a.b), in order; an
+    import guarded by try/except ImportError (_guarded_imports) does not count."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
+    guarded = _guarded_imports(tree)
     names: list[str] = []
     for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.append(node.module)
             names.extend(f"{node.module}.{a.name}" for a in node.names if a.name != "*")
@@ -153,12 +236,15 @@ def _imported_names(code: str) -> list[str]:
 
 _REMOVED_CALLS = (("qiskit.execute", re.compile(r"\bqiskit\.execute\(")),
                   ("QuantumCircuit.bind_parameters", re.compile(r"\.bind_parameters\(")),
-                  ("QuantumCircuit.cnot", re.compile(r"\.(cnot|toffoli|fredkin|mct)\(")))
+                  ("QuantumCircuit.cnot", re.compile(r"\.(cnot|toffoli|fredkin|mct)\(")),
+                  ("Instruction.c_if", re.compile(r"\.c_if\(")),
+                  ("QuantumCircuit.snapshot", re.compile(r"\.snapshot\(")))
 
 
 def removed_apis_in_code(code: str | None) -> list[str]:
     """Names (REMOVED_APIS rows) of the removed APIs the code imports or calls, in first-use order.
-    Imports are read with `ast` (comments and strings do not count); three removed methods by pattern."""
+    Imports are read with `ast` (comments and strings do not count; a guarded compatibility import does
+    not count either); five removed methods by pattern."""
     if not code:
         return []
     found: list[str] = []
@@ -188,6 +274,10 @@ _SERVICE_MODULES = ("qiskit_ibm_provider", "qiskit_ibm_experiment", "qiskit_ibmq
 _NETWORK_CODE = re.compile(r"^\s*(import|from)\s+(socket|requests|urllib|http\.client|httpx|aiohttp)\b|"
                            r"QiskitRuntimeService\s*\(|IBMProvider\s*\(", re.MULTILINE)
 _PATHLESS_EACCES = re.compile(r"^PermissionError: \[Errno 13\] Permission denied\s*$")
+# An account asked for on stdin: `token = input("Enter your IBM Quantum API token: ")` then save_account /
+# QiskitRuntimeService(...). The sandbox's stdin is empty (EOFError); no answer typed would make it run.
+_ASKS_INPUT = re.compile(r"\b(input|getpass(\.getpass)?)\s*\(")
+_ACCOUNT_CODE = re.compile(r"\bsave_account\s*\(|QiskitRuntimeService\s*\(|IBMProvider\s*\(|\bIBMQ\.")
 
 
 def needs_network(error: str | None, code: str | None = None) -> bool:
@@ -200,6 +290,8 @@ def needs_network(error: str | None, code: str | None = None) -> bool:
     m = _NO_MODULE.search(error)
     if m and m.group(1).split(".")[0] in _SERVICE_MODULES:
         return True
+    if exc_type == "EOFError" and code and _ASKS_INPUT.search(code) and _ACCOUNT_CODE.search(code):
+        return True
     # Landlock refuses a TCP connect with a bare EACCES (no file name, unlike a denied file write).
     return bool(_PATHLESS_EACCES.match(error.strip()) and code and _NETWORK_CODE.search(code))
 
@@ -208,9 +300,9 @@ def needs_network(error: str | None, code: str | None = None) -> bool:
 
 def classify_exec_error(error: str | None, code: str | None = None) -> str | None:
     """The failure kind of an exception the reply's own code raised, given as "ExcType: message"
-    (the sandbox's exec_error); None for no error. With the reply's `code`, an ImportError that the
-    message alone does not explain is checked against the code's imports (removed_api), and a bare
-    permission error against its use of sockets (needs_network)."""
+    (the sandbox's exec_error); None for no error. With the reply's `code`, an ImportError whose message
+    names a removed API the code imports is removed_api, a bare permission error with sockets in the code
+    is needs_network, and so is an EOFError from input() in code that logs into IBM's cloud."""
     if not error:
         return None
     if removed_api_in_error(error) is not None:
@@ -218,9 +310,25 @@ def classify_exec_error(error: str | None, code: str | None = None) -> str | Non
     if needs_network(error, code):
         return "needs_network"
     exc_type = error.split(":", 1)[0].strip().rsplit(".", 1)[-1]
-    if exc_type in ("ImportError", "ModuleNotFoundError") and code and removed_apis_in_code(code):
+    if exc_type in ("ImportError", "ModuleNotFoundError") and _names_removed_import(error, code):
         return "removed_api"
     return _BY_EXCEPTION.get(exc_type, "runtime_error")
+
+
+def _names_removed_import(error: str, code: str | None) -> bool:
+    """The ImportError's message names (last component or module) a removed API the code imports
+    unguarded, e.g. "cannot import name 'PauliSumOp'" for `from qiskit.opflow import PauliSumOp`; an
+    ImportError about something else is not blamed on a removed import elsewhere in the code."""
+    if not code:
+        return False
+    message = error.split(":", 1)[-1]
+    for dotted in _imported_names(code):
+        if lookup_removed(dotted) is None:
+            continue
+        parts = dotted.split(".")
+        if any(re.search(rf"\b{re.escape(x)}\b", message) for x in (parts[-1], dotted) if x != "qiskit"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,9 @@ def plot_breakdown(path: Path, summary: dict) -> Path:
         groups = list(summary[key])
         for j, (mk, _, name) in enumerate(METRICS):
             xs = [i + (j - 1) * 0.27 for i in range(len(groups))]
-            ax.bar(xs, [summary[key][g][mk] or 0.0 for g in groups], 0.27, label=name)
+            raw = [summary[key][g][mk] for g in groups]
+            bars = ax.bar(xs, [0.0 if v is None else v for v in raw], 0.27, label=name)
+            ax.bar_label(bars, labels=["n/a" if v is None else "" for v in raw], fontsize=7)  # never a silent 0
         ax.set_xticks(range(len(groups)), [str(g) for g in groups])
         ax.set_title(title)
     axes[0].set_ylabel("% of replies")

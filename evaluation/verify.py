@@ -23,7 +23,8 @@ _PROBE_VALUE = 0.6180339887  # symbolic angles are evaluated here to catch nan*t
 CALL_KEYWORDS = ("circuit", "ansatz", "create", "build", "make", "generate", "construct")
 MINIMAL_DEPTH_LIMIT = 25  # "Minimize circuit depth": half the verification limit
 NOT_FOUND = "no QuantumCircuit found"
-SEARCH_RAISED = "; the last call "  # find_circuit: NOT_FOUND + SEARCH_RAISED + "f() raised Type: message"
+SEARCH_RAISED = "; the last call "
+MAX_HELD = 64  # the items of one list/dict, or the attributes of one object, looked at  # find_circuit: NOT_FOUND + SEARCH_RAISED + "f() raised Type: message"
 
 
 def _is_copy(circuit: QuantumCircuit) -> bool:
@@ -34,8 +35,52 @@ def _is_copy(circuit: QuantumCircuit) -> bool:
 def _variable_rank(name: str, circuit: QuantumCircuit, order: int) -> tuple:
     """Sort key, best first: free parameters, not a transpiled copy, the names qc/circuit/ansatz in
     that order, then the later definition."""
+    name = _rank_name(name)
     named = PREFERRED_NAMES.index(name) if name in PREFERRED_NAMES else len(PREFERRED_NAMES)
     return (circuit.num_parameters == 0, _is_copy(circuit), named, -order)
+
+
+def _is_reply_object(value: Any, module: str | None) -> bool:
+    """An instance of a class the reply defined (not a class, not a function, not a qiskit object)."""
+    return (module is not None and not isinstance(value, type) and not callable(value)
+            and getattr(type(value), "__module__", None) == module and hasattr(value, "__dict__"))
+
+
+def _in_container(name: str, value: Any) -> list[tuple[str, QuantumCircuit]]:
+    """The circuits directly inside a list, tuple or dict: (name[i] or name['key'], circuit)."""
+    if isinstance(value, (list, tuple)):
+        return [(f"{name}[{i}]", v) for i, v in enumerate(value[:MAX_HELD]) if isinstance(v, QuantumCircuit)]
+    if isinstance(value, dict):
+        return [(f"{name}[{k!r}]"[:80], v) for k, v in list(value.items())[:MAX_HELD]
+                if isinstance(v, QuantumCircuit)]
+    return []
+
+
+def held_circuits(name: str, value: Any, module: str | None) -> list[tuple[str, QuantumCircuit]]:
+    """The circuits a value the reply left holds, each with the name it is reached by: the value itself
+    (`qc`), the circuits in a list/tuple/dict (`circuits[2]`), and the circuits an instance of the reply's
+    own class keeps in its attributes, directly or in a list/tuple/dict there (`vqc.circuit`). Attributes
+    are read from the instance's __dict__ (no property or __getattr__ of the reply runs)."""
+    if isinstance(value, QuantumCircuit):
+        return [(name, value)]
+    out = _in_container(name, value)
+    if not out and _is_reply_object(value, module):
+        attrs = value.__dict__
+        if isinstance(attrs, dict):
+            for attr, v in list(attrs.items())[:MAX_HELD]:
+                if not isinstance(attr, str) or attr.startswith("__"):
+                    continue
+                if isinstance(v, QuantumCircuit):
+                    out.append((f"{name}.{attr}", v))
+                else:
+                    out.extend(_in_container(f"{name}.{attr}", v))
+    return out
+
+
+def _rank_name(name: str) -> str:
+    """The name the preference rules read: an attribute's or item's holder (`vqc.circuit` -> circuit,
+    `circuits[2]` -> circuits)."""
+    return name.split("[", 1)[0].rsplit(".", 1)[-1]
 
 
 def _call_candidates(namespace: dict[str, Any]) -> list[tuple[str, Any, int]]:
@@ -67,10 +112,12 @@ def _call(fn: Any, arity: int, expected_qubits: int, namespace: dict[str, Any],
     prints) are appended to `captured` as (variable, circuit, function name); what the call raised, as
     "f() raised Type: message", to `raised` (reported when nothing is found)."""
 
+    module = namespace.get("__name__")
+
     def local_tracer(frame, event, arg):  # noqa: ARG001
         if event == "return":
-            captured.extend((k, v, frame.f_code.co_name) for k, v in frame.f_locals.items()
-                            if isinstance(v, QuantumCircuit))
+            captured.extend((k, v, frame.f_code.co_name) for name, value in list(frame.f_locals.items())
+                            for k, v in held_circuits(name, value, module))
         return local_tracer
 
     def tracer(frame, event, arg):  # noqa: ARG001 - only the reply's frames are traced, never qiskit's
@@ -83,6 +130,8 @@ def _call(fn: Any, arity: int, expected_qubits: int, namespace: dict[str, Any],
     sys.settrace(tracer)
     try:
         out = fn() if arity == 0 else fn(expected_qubits)
+    except SystemExit:  # a main() ending in sys.exit()/exit(): what the tracer captured stands
+        return None
     except Exception as exc:  # noqa: BLE001  (the reply's own error: reported if nothing is found)
         raised.append(f"{fn.__name__}() raised {type(exc).__name__}: {exc}")
         return None
@@ -96,17 +145,22 @@ def _call(fn: Any, arity: int, expected_qubits: int, namespace: dict[str, Any],
 def find_circuit(namespace: dict[str, Any], expected_qubits: int) -> tuple[QuantumCircuit | None, str]:
     """The circuit the reply built (docs/evaluation.md, "Circuit choice"). First match wins:
     1. a module-level QuantumCircuit with free parameters (several: not a transpiled copy, then the
-       names qc, circuit, ansatz in that order, then the last defined);
+       names qc, circuit, ansatz in that order, then the last defined); module-level means a variable,
+       an item of a list/tuple/dict variable, or an attribute of an instance of the reply's own class
+       (`vqc.circuit`, ranked by the attribute's name; see held_circuits);
     2. a circuit with free parameters returned by one of the reply's own functions: zero-argument ones
        first, then one-argument ones whose parameter is named like a qubit count (called with the
        prompt's count), names containing circuit/ansatz/create/build/... first, then definition order;
-    3. a circuit with free parameters left in a local variable of those calls (e.g. built in `main()`),
-       ranked as in 1;
+    3. a circuit with free parameters left in a local variable of those calls (e.g. built in `main()`;
+       held as in 1 too: `model.ansatz`), ranked as in 1; a call that ends in sys.exit()/exit() keeps
+       what its frames left;
     4. without free parameters anywhere, the same three steps for circuits without parameters (so a
        bound copy or numeric angles are found, and fail verification as `no_parameters`).
     Returns (circuit, how it was found): "variable NAME", "call NAME()" or "local NAME in FUNC()"."""
-    variables = [(k, v, i) for i, (k, v) in enumerate(namespace.items())
-                 if isinstance(v, QuantumCircuit) and not k.startswith("__")]
+    module = namespace.get("__name__")
+    held = [(k, v) for name, value in list(namespace.items()) if not name.startswith("__")
+            for k, v in held_circuits(name, value, module)]
+    variables = [(k, v, i) for i, (k, v) in enumerate(held)]
     variables.sort(key=lambda kvi: _variable_rank(*kvi))
     if variables and variables[0][1].num_parameters > 0:
         return variables[0][1], f"variable {variables[0][0]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from quantummind.serving import start_background_server
 from quantummind.tiny_model import build_tiny_model
 
 os.environ.update(offline_env({}))
+# HumanEval's canonical-time cache (evaluation.humaneval.timeouts): never the user's, empty at the start
+os.environ["QM_CACHE_DIR"] = tempfile.mkdtemp(prefix="qm-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -158,7 +158,19 @@ def test_bad_input_is_one_clear_line(case, tiny_model_dir, tmp_path):
     assert proc.returncode == 2, (case, proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("serve_vllm.sh: error: "), proc.stderr
+    assert BAD_INPUT_SAYS[case] in lines[-1], (case, lines[-1])  # the validation meant for this input fired
     assert proc.stdout == ""
+
+
+BAD_INPUT_SAYS = {
+    "missing-model": "does not exist", "no-config": "has no config.json", "no-safetensors": "has no *.safetensors",
+    "port-text": "PORT must be a number in 1..65535, not 'http'", "port-zero": "PORT must be a number in 1..65535, not '0'",
+    "port-high": "not '65536'", "port-busy": "is already in use", "seqs-zero": "MAX_SEQS must be a positive integer, not '0'",
+    "seqs-text": "MAX_SEQS must be a positive integer, not 'many'", "len-negative": "MAX_LEN must be a positive integer",
+    "util-zero": "GPU_UTIL must be a number in (0, 1], not '0'", "util-high": "not '1.01'", "util-text": "not 'most'",
+    "tp-text": "TENSOR_PARALLEL must be a positive integer, not 'two'", "too-many": "too many arguments (extra)",
+    "lora-format": "LORA_MODULES entries are name=path, not 'just-a-path'", "lora-missing": "has no adapter_config.json",
+}
 
 
 def test_stop_without_servers_is_harmless(tmp_path):

@@ -8,7 +8,8 @@ The completion is what the model returned:
     an `if __name__ == "__main__":` block) are dropped;
   * a function body (completions API, or a chat answer that only wrote the body): cut at the first
     top-level `def`/`class`/`if __name__`/`print(`/`assert` after its first line (a base model rambling on),
-    and re-indented when its first line lost its indentation (or all of it did).
+    and re-indented when its first line lost its indentation (only the first line at column 0: the
+    first line is re-indented to fit) or all of it did (several lines at column 0: the whole body by 4).
 Program: normal variant: prompt, the body or the whole function (its def replaces the prompt's docstring-only
 one), test, `check(<entry_point>)`; hard variant: the function (with its imports), test (which already
 calls check). The check call is appended only when the test does not make it.
@@ -27,6 +28,7 @@ from evaluation.humaneval.tasks import Task
 _PYTHON_TAGS = {"python", "py", "python3", "py3", ""}
 _STOP = re.compile(r"\n(?=def |class |async def |if __name__|print\(|assert )")
 _CHECK_CALL = re.compile(r"^check\(", re.MULTILINE)
+_TOP_RETURN = re.compile(r"^return\b", re.MULTILINE)  # never top-level code: a body that lost its indentation
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,10 @@ def _first_line_indent(lines: list[str]) -> tuple[int, int] | None:
 def fix_body(body: str, prefix: str) -> str:
     """The body, cut at top-level code after it and indented so that `prefix + body` compiles when any
     of the usual repairs makes it do so (first line re-indented; the whole body indented by 4)."""
-    body = _STOP.split(body.replace("\t", "    "), maxsplit=1)[0]
+    raw = body.replace("\t", "    ")
+    body, *after = _STOP.split(raw, maxsplit=1)
+    if after and _TOP_RETURN.search(after[0]):
+        body = raw  # a `return` at column 0 further on: the inner def/print belongs to the unindented body
     lines = body.split("\n")
     first = _first_line_indent(lines)
     if first is None:
@@ -70,6 +75,12 @@ def fix_body(body: str, prefix: str) -> str:
     if indent > 0:
         return body
     rest = [len(x) - len(x.lstrip()) for x in lines[i + 1:] if x.strip()]
+    whole = textwrap.indent(textwrap.dedent(body), "    ")
+    if rest and min(rest) == 0:
+        # Another line at column 0 too: the whole body lost its indentation (nested blocks keep their
+        # relative indentation). Re-indenting the first line alone could compile and end the function
+        # early (`with open(...) as f:` would run at module level): the whole body first.
+        return whole if syntax_ok(prefix + whole)[0] else body
     candidates: list[str] = []
     if any(rest):
         nxt = next(r for r in rest if r > 0)
@@ -77,7 +88,7 @@ def fix_body(body: str, prefix: str) -> str:
         for want in dict.fromkeys([nxt - 4 if opens_block else nxt, nxt, 4]):
             if want > 0:
                 candidates.append("\n".join(lines[:i] + [" " * want + lines[i]] + lines[i + 1:]))
-    candidates.append(textwrap.indent(textwrap.dedent(body), "    "))
+    candidates.append(whole)
     for cand in candidates:
         if syntax_ok(prefix + cand)[0]:
             return cand

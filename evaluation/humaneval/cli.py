@@ -21,7 +21,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     g = p.add_argument_group("sandbox")
     g.add_argument("--workers", type=int, default=None, help="programs executed at once (default: CPU count)")
-    g.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per program (default 30, as upstream)")
+    g.add_argument("--timeout", type=float, default=None,
+                   help="wall-clock seconds per program, for every task (default: per task, max(30, 4 x the canonical "
+                        "solution's time measured by `canonical` on this machine and stack); 30 without such times; "
+                        "canonical itself: 300)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -73,10 +76,20 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
     from evaluation.humaneval.tasks import exclusions, graphviz_available
 
     info: dict = {}
+    missing = _missing_modules(samples)
+    base, per_task, rule = _time_limits(args, canonical=run_excluded)
     t0 = time.monotonic()
-    results = score_samples(samples, args.variant, workers=args.workers, limits=default_limits(args.timeout),
-                            progress=not args.no_progress, info=info, run_excluded=run_excluded)
-    meta = {"sandbox_timeout_s": args.timeout, "score_seconds": round(time.monotonic() - t0, 2),
+    results = score_samples(samples, args.variant, workers=args.workers, limits=default_limits(base),
+                            progress=not args.no_progress, info=info, run_excluded=run_excluded,
+                            task_timeouts=per_task)
+    if run_excluded:
+        from evaluation.humaneval.timeouts import save_canonical_times
+
+        print(f"canonical times saved for this machine and stack: {save_canonical_times(results, args.variant)}",
+              file=sys.stderr)
+    meta = {"sandbox_timeout_s": base, "timeout_rule": rule, "task_timeouts_s": per_task or {},
+            "score_seconds": round(time.monotonic() - t0, 2),
+            "missing_modules": missing,
             "graphviz": graphviz_available(), "sandbox_isolation": info}
     meta.update(extra or {})
     if run_excluded:
@@ -87,11 +100,54 @@ def _score_and_write(samples, args, *, model: str | None, run_excluded: bool = F
         meta["exclusions_known"] = len(exclusions())
     summary = write_all(args.out, results, args.variant, model=model, extra=meta)
     table = "  ".join(f"pass@{k} {v:.2f}%" for k, v in summary["pass_at"].items()) or "pass@k n/a"
+    for k, why in summary.get("pass_at_omitted", {}).items():
+        print(f"warning: pass@{k} not reported: {why}", file=sys.stderr)
     all_1 = summary["pass_at_all_tasks"].get(1)
     print(f"{model or args.out} ({args.variant}): {table}  over {summary['num_tasks_scored']} tasks "
           f"({len(summary['excluded'])} excluded; all tasks: pass@1 {'n/a' if all_1 is None else f'{all_1:.2f}%'}); "
           f"files in {args.out}")
     return summary, results
+
+
+def _time_limits(args, canonical: bool) -> tuple[float, dict[str, float] | None, str]:
+    """(the limit for every task, task_id -> a larger limit, the rule in words), said on stderr."""
+    from evaluation.humaneval.timeouts import BASE_S, FACTOR, bucket, cache_path, task_limits
+
+    if args.timeout is not None:
+        rule = f"--timeout {args.timeout:g} s for every task"
+        per_task = None
+        base = args.timeout
+    elif canonical:
+        base, per_task, rule = 10 * BASE_S, None, f"{10 * BASE_S:g} s for every task (canonical measures the times)"
+    else:
+        limits = task_limits(args.variant)
+        base = BASE_S
+        if limits is None:
+            per_task = None
+            rule = (f"{BASE_S:g} s for every task: no canonical times for this machine and stack in {cache_path()} "
+                    f"(run `humaneval canonical` once to measure them)")
+        else:
+            per_task = {t: bucket(v) for t, v in limits.items() if v > BASE_S}
+            rule = (f"per task: max({BASE_S:g} s, {FACTOR:g} x the canonical time on this machine and stack); "
+                    f"{len(per_task)} task(s) above {BASE_S:g} s")
+    print(f"time limits: {rule}", file=sys.stderr)
+    return base, per_task, rule
+
+
+def _missing_modules(samples) -> dict[str, list[str]]:
+    """The modules the scored tasks import that this install lacks (missing_task_modules), each warned
+    about on stderr: their tasks fail as `missing_module` whatever the model wrote."""
+    from evaluation.humaneval.judge import missing_task_modules
+    from evaluation.humaneval.tasks import exclusions
+
+    wanted = {s.task_id for s in samples}
+    out = {m: [t for t in tids if t in wanted] for m, tids in missing_task_modules(exclusions()).items()}
+    out = {m: tids for m, tids in out.items() if tids}
+    for module, tids in out.items():
+        print(f"warning: {module} cannot be imported here; {len(tids)} task(s) will fail as missing_module "
+              f"whatever the completion ({', '.join(tids[:5])}{', ...' if len(tids) > 5 else ''}); "
+              f"install the eval extra (pip install -e '.[eval]')", file=sys.stderr)
+    return out
 
 
 def _unscored_exit(summary: dict, request_errors: list[dict]) -> bool:
@@ -139,6 +195,15 @@ def _cmd_canonical(args) -> int:
     from evaluation.humaneval.report import write_jsonl
     from evaluation.humaneval.scoring import canonical_samples
 
+    from evaluation.humaneval.judge import missing_task_modules
+    from evaluation.humaneval.tasks import exclusions
+
+    missing = missing_task_modules(exclusions())
+    if missing:  # a canonical check on an incomplete install would blame the dataset
+        print(f"error: this install cannot import {', '.join(missing)} (needed by "
+              f"{len(set().union(*missing.values()))} tasks that are not excluded); install the eval extra "
+              f"(pip install -e '.[eval]') and rerun", file=sys.stderr)
+        return EXIT_ERROR
     samples = canonical_samples(args.variant)
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "samples.jsonl", [{"task_id": s.task_id, "sample": s.sample, "completion": s.completion,
@@ -205,7 +270,7 @@ def _count(values) -> dict:
 def main(args) -> int:
     from evaluation.sandbox import SandboxError
 
-    if not args.timeout > 0 or (args.workers is not None and args.workers < 1):
+    if (args.timeout is not None and not args.timeout > 0) or (args.workers is not None and args.workers < 1):
         print("error: --timeout must be > 0 and --workers >= 1", file=sys.stderr)
         return EXIT_ERROR
     try:

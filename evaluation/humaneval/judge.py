@@ -10,11 +10,12 @@ ran to its end, `assertion` for a failed assert, otherwise the evaluation's fail
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from evaluation.sandbox.preload import preload as preload_stack
 from evaluation.failures import ASSERTION, classify_exec_error
@@ -25,20 +26,46 @@ _IMPORT = re.compile(r"^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Z
                      re.MULTILINE)
 
 
-def dataset_modules() -> list[str]:
-    """Every module the tasks' prompts, canonical solutions and tests import (both variants), sorted."""
+def task_modules() -> dict[str, set[str]]:
+    """task_id -> the modules its prompt, canonical solution and test import (both variants)."""
     from evaluation.humaneval.tasks import VARIANTS, load_tasks
 
-    names: set[str] = set()
+    out: dict[str, set[str]] = {}
     for variant in VARIANTS:
         for t in load_tasks(variant):
+            names = out.setdefault(t.task_id, set())
             for text in (t.prompt, t.canonical_solution, t.test):
                 for m in _IMPORT.finditer(text):
                     if m.group(1):
                         names.add(m.group(1))
                     else:
                         names.update(n.strip() for n in m.group(2).split(","))
-    return sorted(names)
+    return out
+
+
+def dataset_modules() -> list[str]:
+    """Every module the tasks' prompts, canonical solutions and tests import (both variants), sorted."""
+    return sorted(set().union(*task_modules().values()))
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing
+        return False
+
+
+def missing_task_modules(excluded: Iterable[str]) -> dict[str, list[str]]:
+    """module -> the tasks (not excluded) that import it, for each such module this install cannot
+    import: those tasks would fail as the model's `missing_module` (e.g. an install without the eval
+    extra). Empty on a complete install."""
+    skip = set(excluded)
+    needs: dict[str, list[str]] = {}
+    for tid, names in task_modules().items():
+        if tid not in skip:
+            for name in names:
+                needs.setdefault(name, []).append(tid)
+    return {name: sorted(tids) for name, tids in sorted(needs.items()) if not _importable(name)}
 
 
 def modules_elsewhere() -> list[str]:
@@ -65,7 +92,8 @@ def modules_elsewhere() -> list[str]:
 
 def preload() -> None:
     """In the fork server, once: everything the tasks import, so a forked reply starts warm (a fresh
-    interpreter spends ~1.2 s on these imports). A module missing here is left to fail in the reply."""
+    interpreter spends ~1.2 s on these imports). A module missing here is left to fail in the reply
+    (logged at debug: the CLI checks the install beforehand, missing_task_modules)."""
     import matplotlib
 
     matplotlib.use("Agg")  # before pyplot: the forks inherit a headless backend

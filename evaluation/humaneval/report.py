@@ -50,12 +50,16 @@ def summarize(results: list[dict], variant: str, *, model: str | None) -> dict[s
         if sub:
             by_difficulty[d] = pass_at_table(sub)
     failures = Counter(r["failure"] for r in results if r.get("failure"))
+    pass_at = pass_at_table(list(scored.values()))
+    short = [t for t, (n, _) in scored.items() if n < (max(per_task.values()) if per_task else 0)]
+    omitted = {k: f"{len(short)} task(s) have fewer than {k} judged samples (judge errors), e.g. {short[0]}"
+               for k in KS if k <= (max(per_task.values()) if per_task else 0) and k not in pass_at and short}
     return {
         "variant": variant,
         "model": model,
         "num_tasks": len(present),
         "num_samples": min(per_task.values()) if per_task else 0,
-        "pass_at": pass_at_table(list(scored.values())),
+        "pass_at": pass_at,
         "by_difficulty": by_difficulty,
         "excluded": [{"task_id": t, "reason": why} for t, why in excluded.items()],
         "pass_at_all_tasks": pass_at_table(list(all_tasks.values())),
@@ -64,6 +68,7 @@ def summarize(results: list[dict], variant: str, *, model: str | None) -> dict[s
         "num_samples_max": max(per_task.values()) if per_task else 0,
         "num_judge_errors": failures.get(JUDGE_ERROR, 0),
         "tasks_solved": sum(c > 0 for _, c in scored.values()),
+        "pass_at_omitted": omitted,  # k -> why pass@k is missing although every task got k samples
     }
 
 
@@ -128,6 +133,7 @@ def write_report(out_dir: Path, summary: dict, results: list[dict], extra: dict 
              f"{summary['num_tasks']} tasks ({summary['num_tasks_scored']} scored, {len(summary['excluded'])} excluded), "
              f"{summary['num_samples']} sample(s) per task; {summary['tasks_solved']} tasks solved at least once.", ""]
     lines += _table(rows, ks)
+    lines += [f"\npass@{k} not reported: {why}." for k, why in summary.get("pass_at_omitted", {}).items()]
     lines += ["", "pass@k: the unbiased estimator of Chen et al. (2021), mean over tasks (docs/humaneval.md).", "",
               "## Failures (all samples)", ""]
     lines += [f"- {md(k)}: {v}" for k, v in summary["failures"].items()] or ["- none"]

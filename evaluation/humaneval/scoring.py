@@ -87,9 +87,12 @@ def _result(s: Sample, passed: bool, failure: str | None, error: str | None, sec
 
 def score_samples(samples: list[Sample], variant: str, *, workers: int | None = None,
                   limits: SandboxLimits | None = None, progress: bool = False, info: dict | None = None,
-                  run_excluded: bool = False, excluded: dict[str, str] | None = None) -> list[dict]:
+                  run_excluded: bool = False, excluded: dict[str, str] | None = None,
+                  task_timeouts: dict[str, float] | None = None) -> list[dict]:
     """Results in input order. Excluded tasks get failure "excluded" without running, unless run_excluded
-    (the `canonical` check): then they run and the reason notes whether the solution passed anyway."""
+    (the `canonical` check): then they run and the reason notes whether the solution passed anyway.
+    `task_timeouts` (task_id -> seconds) replaces limits.timeout_s for those tasks (one sandbox pool per
+    distinct limit)."""
     tasks: dict[str, Task] = tasks_by_id(check_variant(variant))
     excluded = exclusions() if excluded is None else excluded
     results: list[dict | None] = []
@@ -111,10 +114,15 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
         jobs.append({"id": i, "kind": "humaneval", "code": prog.code, "entry_point": task.entry_point,
                      "prelude": prog.prelude, "test": prog.test, "calls_check": prog.calls_check})
         results.append(None)
-    if jobs:
-        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or default_limits()),
+    base = limits or default_limits()
+    groups: dict[float, list[dict]] = {}
+    for job in jobs:
+        limit = (task_timeouts or {}).get(samples[job["id"]].task_id, base.timeout_s)
+        groups.setdefault(float(limit), []).append(job)
+    for limit, group in sorted(groups.items()):
+        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(base) | {"timeout_s": limit},
                "kinds": ["humaneval"]}
-        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info):
+        for job_id, out in run_jobs(group, cfg, progress=progress, desc=f"humaneval ({limit:g} s)", info=info):
             s = samples[job_id]
             res = _result(s, bool(out.get("passed")), out.get("failure"), out.get("error"), out.get("exec_seconds"))
             if s.task_id in excluded:

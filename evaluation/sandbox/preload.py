@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -32,11 +33,12 @@ REPLY_STACK: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def modules_used(codes: Iterable[str | None]) -> list[str]:
-    """The REPLY_STACK modules that at least one of `codes` mentions, without repeats."""
+    """The REPLY_STACK modules that at least one of `codes` mentions as a whole word ("mpl" in
+    `draw("mpl")`, not in "simple" or "example"), without repeats."""
     text = "\n".join(c for c in codes if c)
     out: list[str] = []
     for marker, modules in REPLY_STACK:
-        if marker in text:
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(marker)}(?![A-Za-z0-9_])", text):
             out.extend(m for m in modules if m not in out)
     return out
 

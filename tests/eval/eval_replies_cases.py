@@ -24,3 +24,21 @@ def rycx(n: int) -> str:
 
 def record(rid: str, reply: str, n: int = 4, ham: str = "heisenberg", constraint: str = "") -> dict:
     return {"id": rid, "hamiltonian": ham, "num_qubits": n, "constraint": constraint, "reply": reply}
+
+
+def load_corpus(name: str) -> list[dict]:
+    """A labelled reply corpus from tests/eval/real_replies/ (replies.yaml, wave3.yaml)."""
+    from pathlib import Path
+
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parent / "real_replies" / name).read_text())
+
+
+def score_corpus(corpus: list[dict]) -> dict[str, dict]:
+    """Every reply of a corpus scored by the judge, by id."""
+    from evaluation.scoring import score_replies
+
+    records = [{"id": c["id"], "hamiltonian": c["hamiltonian"], "num_qubits": c["num_qubits"],
+                "constraint": c["constraint"], "reply": c["reply"]} for c in corpus]
+    return {r["id"]: r for r in score_replies(records, workers=2)}

@@ -19,7 +19,7 @@ import yaml
 from scipy.stats import binom, norm
 
 from evaluation import stats
-from evaluation.comparison import format_comparison, write_comparison
+from evaluation.comparison import b_wins, format_comparison, write_comparison
 
 PY = sys.executable
 Z = norm.ppf(0.975)
@@ -121,12 +121,16 @@ def test_permutation_p_matches_full_enumeration_and_bootstrap_brackets_the_mean(
 
 # -------------------------------------------------------------------------------- hand-made result dirs
 
-def circuit_run(path: Path, model: str, verified: dict[str, bool], syntax: dict[str, bool] | None = None) -> Path:
-    """A scored directory by hand: results.jsonl rows and the validation_log.yaml rates they imply."""
+def circuit_run(path: Path, model: str, verified: dict[str, bool], syntax: dict[str, bool] | None = None,
+                prompt_of=None) -> Path:
+    """A scored directory by hand: results.jsonl rows and the validation_log.yaml rates they imply. Each id
+    is its own prompt unless `prompt_of(id)` says which prompt (constraint) it answers (repeated prompts)."""
     path.mkdir(parents=True)
     syntax = syntax or {i: True for i in verified}
-    rows = [{"id": i, "hamiltonian": "heisenberg", "num_qubits": 4, "syntax_valid": syntax[i],
-             "verification_pass": v, "bp_free": True if v else None, "constraint_satisfied": None}
+    prompt_of = prompt_of or (lambda i: f"prompt {i}")
+    rows = [{"id": i, "hamiltonian": "heisenberg", "num_qubits": 4, "constraint": prompt_of(i),
+             "syntax_valid": syntax[i], "verification_pass": v, "bp_free": True if v else None,
+             "constraint_satisfied": None}
             for i, v in verified.items()]
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     n = len(rows)
@@ -280,3 +284,63 @@ def test_format_comparison_and_demo_summary_print_intervals_and_p(tmp_path, caps
     print_summary(DemoResult(rates, [], 60.0, {}, comp), tmp_path)
     out = capsys.readouterr().out
     assert f"[{lo:.1f}, {hi:.1f}]" in out and "p = 0.035" in out and "McNemar" in out
+
+
+def test_repeated_prompts_are_compared_per_prompt_not_as_independent_pairs(tmp_path):
+    """10 prompts, 3 replies each (--num-tests 30 cycling 10 combinations): B succeeds on all 3 replies of 3
+    prompts where A fails, identical elsewhere. Reply level, McNemar: 9 discordant pairs all for B,
+    p = 2 * 0.5**9 = 0.0039. Prompt level: 3 prompts differ by +1, 7 by 0; the exact sign-flip p is
+    P(|sum of 3 random signs| >= 3) = 2/8 = 0.25: not significant, and it decides."""
+    ids = [f"t{i:04d}" for i in range(30)]
+    prompt_of = lambda i: f"combination {int(i[1:]) % 10}"  # noqa: E731
+    a = {i: False for i in ids}
+    b = {i: int(i[1:]) % 10 < 3 for i in ids}
+    comp = write_comparison(circuit_run(tmp_path / "a", "base", a, prompt_of=prompt_of),
+                            circuit_run(tmp_path / "b", "tuned", b, prompt_of=prompt_of), tmp_path / "cmp")
+    ver = comp["metrics"]["verification_rate"]
+    assert ver["paired"]["b_only"] == 9 and ver["paired"]["p_value"] == pytest.approx(2 * 0.5 ** 9)
+    pl = ver["prompt_level"]
+    assert pl["repeated"] and pl["n_prompts"] == 10 and pl["p_value"] == pytest.approx(0.25)
+    assert pl["a_mean"] == 0.0 and pl["b_mean"] == 30.0 and pl["difference"] == 30.0
+    assert ver["significant"] is False and not b_wins(comp, require_significant=True) and b_wins(comp)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "Reply level:" in report and "Prompt level (prompts repeat" in report and "p = 0.25" in report
+    # each prompt once: the prompt-level figures agree with the pairs and McNemar still decides
+    once = write_comparison(circuit_run(tmp_path / "a1", "base", {i: False for i in ids[:10]}),
+                            circuit_run(tmp_path / "b1", "tuned", {i: True for i in ids[:10]}), tmp_path / "cmp1")
+    v1 = once["metrics"]["verification_rate"]
+    assert not v1["prompt_level"]["repeated"] and v1["significant"] == (v1["paired"]["p_value"] < 0.05)
+
+
+def _drawn_texts(monkeypatch) -> list[str]:
+    """Every text matplotlib draws into a figure saved from now on (the bar labels included)."""
+    from matplotlib.figure import Figure
+
+    seen: list[str] = []
+    real = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        seen.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+def test_plots_draw_na_as_na_not_as_zero(tmp_path, monkeypatch):
+    """A rate that is n/a (no scored reply) is labelled "n/a" in comparison.png and breakdown.png, never "0.0"."""
+    from evaluation.comparison import plot_comparison
+    from evaluation.report import Thresholds, plot_breakdown
+
+    ids = [f"t{i:04d}" for i in range(6)]
+    comp = write_comparison(circuit_run(tmp_path / "a", "base", {i: True for i in ids}),
+                            circuit_run(tmp_path / "b", "tuned", {i: False for i in ids}), tmp_path / "cmp")
+    comp["metrics"]["bp_free_rate"].update(b=None, b_ci95=None)
+    texts = _drawn_texts(monkeypatch)
+    plot_comparison(tmp_path / "c.png", comp, ("A", "B"), Thresholds())
+    # A: 100.0 x 3; B: syntax 100.0, verification 0.0, BP-free n/a
+    assert texts.count("100.0") == 4 and texts.count("0.0") == 1 and texts.count("n/a") == 1
+    texts.clear()
+    rates = {"syntax_rate": 50.0, "verification_rate": None, "bp_free_rate": None}
+    plot_breakdown(tmp_path / "b.png", {"by_hamiltonian": {"tfim": rates}, "by_num_qubits": {4: rates}})
+    assert texts.count("n/a") == 4 and "0.0" not in texts

@@ -7,7 +7,6 @@ a careful human reviewer gives it (written before the judge ran on it). Every la
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -17,17 +16,15 @@ from evaluation.comparison import compare_failures
 from evaluation.report import Thresholds, summarize
 from evaluation.scoring import score_replies
 
-from eval_replies_cases import fence, record
+from eval_replies_cases import fence, load_corpus, record, score_corpus
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "real_replies" / "replies.yaml").read_text())
+CORPUS = load_corpus("replies.yaml")
 BY_ID = {case["id"]: case for case in CORPUS}
 
 
 @pytest.fixture(scope="module")
 def scored() -> dict[str, dict]:
-    records = [{"id": c["id"], "hamiltonian": c["hamiltonian"], "num_qubits": c["num_qubits"],
-                "constraint": c["constraint"], "reply": c["reply"]} for c in CORPUS]
-    return {r["id"]: r for r in score_replies(records, workers=2)}
+    return score_corpus(CORPUS)
 
 
 def test_corpus_is_large_and_varied():
@@ -97,7 +94,9 @@ def test_aer_threads_after_fork_do_not_hang():
 
 
 def test_removed_api_table_cites_release_notes():
-    assert all(row.source.startswith("https://quantum.cloud.ibm.com/docs/") and row.removed_in for row in REMOVED_APIS)
+    assert all(row.source.startswith(("https://quantum.cloud.ibm.com/docs/", "https://github.com/qiskit-community/"))
+               and row.removed_in for row in REMOVED_APIS)
+    assert not any("deprecated" in row.removed_in for row in REMOVED_APIS)  # a removal, never a deprecation
     assert lookup_removed("qiskit.opflow.PauliSumOp").name == "qiskit.opflow"
     assert lookup_removed("qiskit.primitives.StatevectorEstimator") is None
     assert lookup_removed("qiskit_aer.AerSimulator") is None
@@ -109,9 +108,13 @@ def test_classify_exec_error_keeps_its_signature_and_reads_the_code():
     assert classify_exec_error("ModuleNotFoundError: No module named 'networkx'") == "missing_module"
     assert classify_exec_error("ImportError: cannot import name 'execute' from 'qiskit' (/x/qiskit/__init__.py)") \
         == "removed_api"
-    # a message that names no table row: the code's own imports decide
+    # a message that names no table row: blamed on a removed import only when it names that import
     assert classify_exec_error("ImportError: DLL load failed") == "missing_module"
-    assert classify_exec_error("ImportError: DLL load failed", "from qiskit.opflow import X\n") == "removed_api"
+    assert classify_exec_error("ImportError: DLL load failed", "from qiskit.opflow import X\n") == "missing_module"
+    assert classify_exec_error("ImportError: cannot import name 'PauliSumOp'",
+                               "from qiskit.opflow import PauliSumOp\n") == "removed_api"
+    guarded = "try:\n    from qiskit.opflow import PauliSumOp\nexcept ImportError:\n    PauliSumOp = None\n"
+    assert classify_exec_error("ImportError: cannot import name 'PauliSumOp'", guarded) == "missing_module"
     # Landlock's bare EACCES on connect() is the network; a denied file write is the sandbox
     assert classify_exec_error("PermissionError: [Errno 13] Permission denied", "import socket\n") == "needs_network"
     assert classify_exec_error("PermissionError: [Errno 13] Permission denied: '/work/x'", "open('/work/x', 'w')") \

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from evaluation.failures import FAILURES
+
 from quantummind.serving import free_port, wait_for_health
 
 PY = sys.executable
@@ -32,15 +34,23 @@ def test_run_records_all_replies_and_writes_every_file(vllm_server, tmp_path):
     env = dict(os.environ, OPENAI_API_KEY="sk-from-env")
     p = subprocess.run(_run_args(vllm_server.base_url, out, "--num-tests", 6, "--concurrency", 4, "--seed", 3),
                        capture_output=True, text=True, timeout=300, env=env)
-    assert p.returncode in (0, 1), p.stderr  # random-weight model: targets are missed, plumbing is the point
+    # a random-weight model writes no valid circuit: the targets are missed, exit 1 exactly (not 0, not 2)
+    assert p.returncode == 1, p.stderr
     replies = _lines(out / "replies.jsonl")
     assert len(replies) == 6 and sorted(r["id"] for r in replies) == [f"t{i:04d}" for i in range(6)]
     assert all(REPLY_KEYS <= set(r) and r["model"] == "tiny" and r["latency_s"] > 0 for r in replies)
     assert all(r["finish_reason"] in ("stop", "length") for r in replies)
     results = _lines(out / "results.jsonl")
     assert len(results) == 6 and all("syntax_valid" in r and "verification_pass" in r for r in results)
+    # each result is the verdict on its own reply: same id, same text, and a failure kind that fits the reply
+    by_id = {r["id"]: r for r in replies}
+    assert all(r["reply"] == by_id[r["id"]]["reply"] for r in results)
+    assert all(r["verification_pass"] is False and r["failure"] in FAILURES for r in results)
+    assert all(r["failure"] in ("no_code", "syntax_error") for r in results if not r["syntax_valid"])
     log = yaml.safe_load((out / "validation_log.yaml").read_text())
     assert log["model"] == "tiny" and log["endpoint"] == vllm_server.base_url and log["num_tests"] == 6
+    assert log["passed"] is False and log["verification_rate"] == 0.0
+    assert log["syntax_rate"] == pytest.approx(100 * sum(r["syntax_valid"] for r in results) / 6, abs=0.01)
     assert {"syntax_rate", "verification_rate", "bp_free_rate", "passed", "thresholds", "time",
             "by_hamiltonian", "by_num_qubits"} <= set(log)
     assert (p.returncode == 0) == log["passed"]
@@ -73,7 +83,7 @@ def test_resume_after_killed_run_loses_nothing(vllm_server, tmp_path):
     p = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "--resume" in p.stderr  # refuses to clobber without --resume
     p = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
-    assert p.returncode in (0, 1), p.stderr
+    assert p.returncode == 1, p.stderr  # all 16 scored; a random-weight model misses the targets
     after = _lines(out / "replies.jsonl")
     assert after[: len(before)] == before  # nothing received before the kill was lost or rewritten
     assert sorted(r["id"] for r in after) == [f"t{i:04d}" for i in range(16)]

@@ -78,3 +78,15 @@ def test_summary_excludes_tasks_and_counts_them_failed_in_all_tasks():
     assert s["by_difficulty"] == {"basic": {1: 75.0}}
     assert [e["task_id"] for e in s["excluded"]] == ["qiskitHumanEval/43"]
     assert s["failures"] == {"excluded": 2, "assertion": 1, "judge_error": 1}
+
+
+def test_pass_at_10_lost_to_a_judge_error_is_said_not_dropped():
+    """10 samples per task, one of them a judge error: pass@10 cannot be estimated from 9 verdicts; the
+    summary says why it is missing (pass_at_omitted) instead of dropping it silently."""
+    results = [_r(0, i, i == 0) for i in range(10)] + [_r(1, i, True) for i in range(9)] + \
+        [_r(1, 9, False, "judge_error")]
+    s = summarize(results, "normal", model="m")
+    assert set(s["pass_at"]) == {1, 5}
+    assert list(s["pass_at_omitted"]) == [10] and "qiskitHumanEval/1" in s["pass_at_omitted"][10]
+    full = summarize([r for r in results if r["task_id"].endswith("/0")], "normal", model="m")
+    assert set(full["pass_at"]) == {1, 5, 10} and full["pass_at_omitted"] == {}

@@ -41,7 +41,22 @@ def test_humaneval_run_writes_every_file(vllm_server, tmp_path, api, variant):
     results = _lines(out / "results.jsonl")
     assert {(r["task_id"], r["sample"]) for r in results} == expected
     assert all(list(r) == RESULT_KEYS and isinstance(r["passed"], bool) for r in results)
-    assert all(r["passed"] or r["failure"] for r in results)
+    # each verdict follows from its own completion: a program that does not compile is syntax_error, an
+    # empty completion no_code; a passing sample has no failure and a failing one has exactly one kind
+    from evaluation.extract import syntax_ok
+    from evaluation.humaneval.assemble import build_program
+    from evaluation.humaneval.tasks import tasks_by_id
+
+    tasks = tasks_by_id(variant)
+    completion = {(r["task_id"], r["sample"]): r["completion"] for r in samples}
+    for r in results:
+        prog = build_program(completion[(r["task_id"], r["sample"])], tasks[r["task_id"]], variant)
+        if prog.code is None:
+            assert (r["passed"], r["failure"]) == (False, "no_code"), r
+        elif not syntax_ok(prog.code)[0]:
+            assert (r["passed"], r["failure"]) == (False, "syntax_error"), r
+        else:
+            assert (r["failure"] is None) == r["passed"] and r["failure"] != "syntax_error", r
     log = yaml.safe_load((out / "humaneval_log.yaml").read_text())
     assert LOG_KEYS <= set(log)
     assert log["variant"] == variant and log["model"] == "tiny" and log["num_tasks"] == 3 and log["num_samples"] == 2

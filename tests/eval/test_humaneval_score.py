@@ -116,3 +116,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     p = subprocess.run([PY, "-m", "evaluation", "humaneval", "score", str(bad), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "unknown task_id" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bodies_that_lost_all_indentation_keep_their_nested_blocks(tmp_path):
+    """Issue 19: a chat completion whose every line lost its indentation, nested blocks included (task 82:
+    `with open('bell.qpy', 'wb') as fd:` + an indented line; task 65: inner helper defs before the final
+    `return`), is assembled as the body re-indented by 4: it passes, as the unsandboxed program does."""
+    t82, t65 = "qiskitHumanEval/82", "qiskitHumanEval/65"
+    cases = [(t82, textwrap.dedent(_body(t82)), None), (t65, textwrap.dedent(_body(t65)), None),
+             (t82, _lost_first_indent(t82), None)]
+    results, _, _ = _score(tmp_path, cases, "normal")
+    assert [(r["task_id"], r["passed"], r["failure"]) for r in results] == [(t, True, None) for t, _, _ in cases], \
+        [r["error"] for r in results]

@@ -48,6 +48,28 @@ def _rescore(records: list[dict]) -> list[dict]:
     return score_replies(jobs)
 
 
+def _independent_check(rec: dict, n: int) -> str | None:
+    """Not the judge that filtered the data: run the example's python fence (generated, trusted) and check its
+    circuit with plain qiskit: a module-level circuit with free parameters, n qubits, depth <= 50 after
+    decomposition (barriers aside). None when it holds, else why not."""
+    import re
+
+    from qiskit import QuantumCircuit
+
+    code = re.search(r"```python\n(.*?)```", rec["messages"][2]["content"], re.S).group(1)
+    ns: dict = {"__name__": "__main__"}
+    exec(compile(code, "example.py", "exec"), ns)
+    circuits = [v for v in ns.values() if isinstance(v, QuantumCircuit) and v.num_parameters > 0]
+    if not circuits:
+        return "no module-level circuit with free parameters"
+    for qc in circuits:
+        flat = qc.decompose(reps=6)
+        depth = flat.depth(filter_function=lambda inst: inst.operation.name not in ("barrier", "delay"))
+        if qc.num_qubits == n and depth <= 50:
+            return None
+    return f"qubits {[c.num_qubits for c in circuits]} (want {n}), depths above 50 or wrong size"
+
+
 def test_full_dataset_passes_verifier_and_has_no_eval_overlap(full_dataset):
     train, val = read(full_dataset / "train.jsonl"), read(full_dataset / "val.jsonl")
     assert len(train) + len(val) == 120 and len(val) >= 1
@@ -60,6 +82,10 @@ def test_full_dataset_passes_verifier_and_has_no_eval_overlap(full_dataset):
     failed = [r for r in results if not (r["syntax_valid"] and r["verification_pass"] and r["bp_free"]
                                          and r.get("constraint_satisfied") is not False)]
     assert failed == [], failed[:3]
+    # the same judge filtered the data, so a judge that passes everything would pass the line above too
+    wanted = {int(r["id"]): int(r["num_qubits"]) for r in results}  # parsed from each example's prompt
+    problems = {i: _independent_check(rec, wanted[i]) for i, rec in enumerate(records)}
+    assert not any(problems.values()), {i: p for i, p in problems.items() if p}
     eval_keys = {normalise(p.prompt) for p in build_prompts(100)}
     assert not eval_keys & {normalise(r["messages"][1]["content"]) for r in records}
     train_keys = {json.dumps(r) for r in train}
