@@ -91,8 +91,7 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
                   task_timeouts: dict[str, float] | None = None) -> list[dict]:
     """Results in input order. Excluded tasks get failure "excluded" without running, unless run_excluded
     (the `canonical` check): then they run and the reason notes whether the solution passed anyway.
-    `task_timeouts` (task_id -> seconds) replaces limits.timeout_s for those tasks (one sandbox pool per
-    distinct limit)."""
+    `task_timeouts` (task_id -> seconds) replaces the wall clocks of those tasks' jobs (candidate and test)."""
     tasks: dict[str, Task] = tasks_by_id(check_variant(variant))
     excluded = exclusions() if excluded is None else excluded
     results: list[dict | None] = []
@@ -115,14 +114,13 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
                      "prelude": prog.prelude, "test": prog.test, "calls_check": prog.calls_check})
         results.append(None)
     base = limits or default_limits()
-    groups: dict[float, list[dict]] = {}
-    for job in jobs:
-        limit = (task_timeouts or {}).get(samples[job["id"]].task_id, base.timeout_s)
-        groups.setdefault(float(limit), []).append(job)
-    for limit, group in sorted(groups.items()):
-        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(base) | {"timeout_s": limit},
-               "kinds": ["humaneval"]}
-        for job_id, out in run_jobs(group, cfg, progress=progress, desc=f"humaneval ({limit:g} s)", info=info):
+    for job in jobs:  # a task's own limit (the canonical solution's time): the job carries it, one server for all
+        limit = (task_timeouts or {}).get(samples[job["id"]].task_id)
+        if limit is not None:
+            job.update(timeout_s=float(limit), judge_timeout_s=float(limit))
+    if jobs:
+        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(base), "kinds": ["humaneval"]}
+        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info):
             s = samples[job_id]
             res = _result(s, bool(out.get("passed")), out.get("failure"), out.get("error"), out.get("exec_seconds"))
             if s.task_id in excluded:

@@ -33,6 +33,17 @@ class SandboxLimits:
     cpus: float = 1.0                # CPU bandwidth of one worker slot (cgroup cpu quota)
 
 
+def job_limits(cfg: dict, job: dict) -> SandboxLimits:
+    """The server's limits with the job's own wall clocks where it names them ("timeout_s", "judge_timeout_s":
+    a HumanEval task's limit derived from its canonical solution's time), one server for every limit."""
+    limits = SandboxLimits(**cfg["limits"])
+    for key in ("timeout_s", "judge_timeout_s"):
+        value = job.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 86400:
+            setattr(limits, key, float(value))
+    return limits
+
+
 @dataclass
 class Isolation:
     """What this host allowed; anything False is a documented, logged degradation."""

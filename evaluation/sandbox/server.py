@@ -24,8 +24,8 @@ from evaluation.sandbox import channel
 from evaluation.sandbox.kinds import JOB_KINDS, job_kind
 from evaluation.sandbox.linux import cgroups, creds, landlock, namespaces, seccomp
 from evaluation.sandbox.linux.libc import machine
-from evaluation.sandbox.policy import (MiB, SANDBOX_UID_BASE, Isolation, SandboxLimits, readable_paths,
-                                       root_plan)
+from evaluation.sandbox.policy import (MiB, SANDBOX_UID_BASE, Isolation, SandboxLimits, job_limits,
+                                       readable_paths, root_plan)
 from evaluation.sandbox.supervisor import _enter_minimal_root, sigkill, supervise
 
 
@@ -304,7 +304,8 @@ def _serve_loop(cfg: dict, iso: Isolation, inp, out, workers: int, limits: Sandb
         now = time.monotonic()
         for fd, r in list(running.items()):
             if now > r.deadline:
-                _finish(r, out, f"judge timed out after {limits.timeout_s + limits.judge_timeout_s:g} s")
+                lim = job_limits(cfg, r.job)
+                _finish(r, out, f"judge timed out after {lim.timeout_s + lim.judge_timeout_s:g} s")
                 free_slots.append(r.slot)
                 del running[fd]
 
@@ -330,6 +331,7 @@ def _stash_hidden(job: dict, base: str) -> dict:
 
 
 def _start(job: dict, cfg: dict, iso: Isolation, base: str, slot: int, limits: SandboxLimits) -> _Running:
+    own = job_limits(cfg, job)
     workdir = tempfile.mkdtemp(prefix=f"r{slot}-", dir=base)
     uid = SANDBOX_UID_BASE + slot if iso.uid_drop else None
     r, w = os.pipe()
@@ -347,7 +349,7 @@ def _start(job: dict, cfg: dict, iso: Isolation, base: str, slot: int, limits: S
             os._exit(1)
     os.close(w)
     return _Running(job=job, pid=pid, fd=r, workdir=workdir, slot=slot,
-                    deadline=time.monotonic() + limits.timeout_s + limits.judge_timeout_s + 5)
+                    deadline=time.monotonic() + own.timeout_s + own.judge_timeout_s + 5)
 
 
 def _finish(r: _Running, out, forced_error: str | None) -> None:

@@ -24,7 +24,7 @@ from evaluation.sandbox.kinds import BudgetExceeded, interactive, job_kind, shor
 from evaluation.sandbox.linux import cgroups, creds, landlock, namespaces, seccomp
 from evaluation.sandbox.linux.libc import PR_SET_PDEATHSIG, prctl
 from evaluation.sandbox.policy import (HIDDEN_DIRS, MiB, Isolation, IsolationError, SandboxLimits, fault_of,
-                                       readable_paths, readable_under, root_plan, step)
+                                       job_limits, readable_paths, readable_under, root_plan, step)
 from evaluation.sandbox.reply import run_reply
 
 # The reply's own failures (evaluation.failures); TOO_COMPLEX: the judge's budget spent on what the reply built.
@@ -178,7 +178,7 @@ def _describe_exit(wstatus: int | None) -> str:
 
 def supervise(job: dict, cfg: dict, iso: Isolation, workdir: str, uid: int | None, out_fd: int) -> None:
     """Runs in I. Writes `G <pid>` then one JSON result line to out_fd. Never returns."""
-    limits = SandboxLimits(**cfg["limits"])
+    limits = job_limits(cfg, job)
     t0 = time.monotonic()
     deadline = t0 + limits.timeout_s
     result: dict[str, Any] = {"id": job["id"]}

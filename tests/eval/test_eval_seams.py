@@ -1,7 +1,9 @@
 """Where the judges, the runner and the reports meet: behaviours that only hold when the pieces agree.
 
-- A rebuild at larger sizes (BP scaling) that never finishes must not turn a verified reply into a
-  timeout: the judge keeps the prompt-size result line.
+- A rebuild at larger sizes (BP scaling) that runs out of its time box must not turn a verified reply into a
+  timeout: the prompt-size circuit is judged, the rebuild is reported as not done. A function that defeats
+  the time box (it swallows the alarm and never returns) keeps the reply process from ending: a timeout,
+  since a record written before a hang is never a verdict (issue 17).
 - A fallback fence that is judged is the one rebuilt, not the whole answer that failed.
 - HumanEval: a refused request is not scored (exit 2, listed); a refusal that --resume replaced is gone;
   a judge error is no verdict in compare's per-task pass@1 either.
@@ -34,7 +36,12 @@ def build_ansatz(n):
         qc.cx(i, i + 1)
     return qc
 """
-# At any size but the prompt's, the function swallows the rebuild's alarm and never returns.
+# At any size but the prompt's, the function sleeps past the rebuild's time box (an ordinary slow function) ...
+SLOW = """    import time
+    while n != 4:
+        time.sleep(100)
+"""
+# ... or swallows the time box's alarm and never returns (it defeats the judge's time box).
 STUCK = """    import time
     while n != 4:
         try:
@@ -44,18 +51,21 @@ STUCK = """    import time
 """
 
 
-def test_a_rebuild_that_never_ends_keeps_the_verified_prompt_circuit():
+def test_a_rebuild_that_runs_out_of_time_keeps_the_verified_prompt_circuit():
+    slow = record("slow", fence(RYCX.format(guard=SLOW)), n=4)
     stuck = record("stuck", fence(RYCX.format(guard=STUCK)), n=4)
     fine = record("fine", fence(RYCX.format(guard="")), n=4)
-    res = {r["id"]: r for r in score_replies([fine, stuck, fine | {"id": "fine2"}], workers=2,
+    res = {r["id"]: r for r in score_replies([fine, slow, stuck, fine | {"id": "fine2"}], workers=2,
                                              limits=SandboxLimits(timeout_s=8.0))}
     for rid in ("fine", "fine2"):  # the same ansatz, rebuilt: decided by its scaling
         assert res[rid]["verification_pass"] is True and res[rid]["bp_basis"] == "scaling", res[rid]
         assert [p["num_qubits"] for p in res[rid]["bp_scaling"]] == [4, 6, 8]
-    r = res["stuck"]
+    r = res["slow"]
     assert r["verification_pass"] is True and r["failure"] is None, r  # not a timeout of the reply
     assert r["bp_basis"] == "undecided" and r["bp_free"] is True  # literal-size rule at 4 qubits
-    assert "did not finish in time" in (r.get("bp_scaling_note") or ""), r
+    assert "rebuild ran past" in (r.get("bp_scaling_note") or ""), r
+    r = res["stuck"]
+    assert r["verification_pass"] is False and r["failure"] == "timeout", r
 
 
 def test_the_judged_fallback_fence_is_the_one_rebuilt():
