@@ -221,8 +221,7 @@ def check_hub_base_model(base: str, report: LintReport) -> None:
         return
     if cached:
         return
-    local_hint = (f" If it is meant to be a local directory, it does not exist under {Path.cwd()} "
-                  "(tiny model: `python fine-tuning/build_tiny_model.py`).")
+    local_hint = f" (If it is meant as a local directory: there is none at {Path.cwd() / base}.)"
     where = ("the hub is off here (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE): download it where the run happens"
              if _offline() else "axolotl will download it from the hub")
     _add(report, WARNING, "base_model", f"base_model {base!r} is not a local directory and not in the local HF "

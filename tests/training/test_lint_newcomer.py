@@ -48,7 +48,7 @@ def test_a_missing_local_base_model_is_an_error(tiny_config, tmp_path):
     cfg = load_config(tiny_config(base_model="build/not-built-yet"))
     report = lint_config(cfg, gpu=None)
     assert "base_model" in report.codes("warning")
-    assert any("it does not exist under" in m for m in _messages(report, "base_model"))
+    assert any("there is none at" in m for m in _messages(report, "base_model"))
 
 
 def test_train_lints_like_lint_and_prints_the_report_before_launching(tiny_config, monkeypatch, tmp_path):
