@@ -261,6 +261,8 @@ def _cmd_run(args) -> int:
         summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))
     if len(dirs) == 2:
         comp = write_comparison(dirs[0], dirs[1], args.out / "comparison", labels=tuple(args.model))
+        for warning in comp.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"comparison (A = {args.model[0]}, B = {args.model[1]}):\n{format_comparison(comp)}\n"
               f"written to {args.out / 'comparison'}")
     if _unscored_exit(summaries, args):
