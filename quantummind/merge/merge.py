@@ -25,10 +25,10 @@ from quantummind.merge.checkpoints import CheckpointChoice, select_checkpoint
 from quantummind.merge.errors import MergeError
 from quantummind.merge.nf4 import roundtrip_4bit
 from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, load_settings, resolve_base_model
-from quantummind.merge.target import Input, check_output_target, check_writable
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
+from quantummind.merge.target import Input, check_output_target, check_writable
 from quantummind.merge.verify import default_tolerance
 from quantummind.merge.vocab import MEAN_FALLBACK, read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
@@ -394,11 +394,14 @@ def merge(
         raise MergeError(f"--verify-tolerance {verify_tolerance}: must be a finite number >= 0")
     max_bytes = parse_size(max_shard_size)
 
-    tmp, created = _prepare_output(target)
-    adapter: Adapter | None = None
-    out: _Output | None = None
+    tmp, created = _prepare_output(target)  # probes the place before any work
     try:
         adapter = Adapter(choice.path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
+        raise
+    try:
         tok_dir = _tokenizer_source(choice, settings, base, warnings)
         tok_json = read_tokenizer_json(tok_dir)  # parsed once, for the vocab size and the eos id
         vocab = plan_vocab(base, adapter, tokenizer_vocab_size(tok_json), allow_vocab_shrink)
@@ -418,85 +421,89 @@ def merge(
             if name == EMBED and vocab.untie:
                 plan.append(PlannedTensor(LM_HEAD, out_dtype, shape))
         shards = split_into_shards(plan, max_bytes)
-        out = _Output(tmp, shards)
-        rounded = 0
-        new_rows: dict[str, str] = {}  # EMBED/LM_HEAD -> how rows past the base's were filled
-        for shard in base.shards:
-            with SafetensorsReader(shard) as reader:
-                for name in reader.names():
-                    was_4bit = (faithful and name not in adapter.full
-                                and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
-                    tensor = _produce(name, reader.get(name), adapter, vocab, settings, was_4bit, new_rows)
-                    rounded += int(was_4bit)
-                    out.write(name, tensor.to(out_dtype) if tensor.is_floating_point() else tensor)
-                    if name == EMBED and vocab.untie:
-                        lm = _untied_lm_head(reader, adapter, vocab, new_rows)
-                        out.write(LM_HEAD, lm.to(out_dtype))
-                        del lm
-                    del tensor
-        out.close()
-        if len(shards) > 1:
-            total = sum(t.nbytes for t in plan)
-            _write_json(tmp / "model.safetensors.index.json",
-                        {"metadata": {"total_size": total}, "weight_map": out.weight_map})
-        _write_json(tmp / "config.json", _merged_config(base, vocab, out_dtype))
-        _write_json(tmp / "generation_config.json", gen_config)
-        copied = [f for f in TOKENIZER_FILES if (tok_dir / f).is_file()]
-        for f in copied:
-            shutil.copy2(tok_dir / f, tmp / f)
 
-        for name, how in new_rows.items():
-            if how == MEAN_FALLBACK:
-                _warn(warnings, f"{name}: the {vocab.rows - vocab.base_rows} new rows are {how}")
-        report = {
-            "checkpoint": str(choice.path),
-            "selection": choice.how,
-            "step": choice.step,
-            "eval_loss": choice.eval_loss,
-            "checkpoints": [s.to_json() for s in choice.table],
-            "base_model": settings.base_model,
-            "base_model_path": str(base.path),
-            "config": str(Path(config_path).resolve()),
-            "dtype": dtype_name(out_dtype),
-            "resized_vocab": ({"from": vocab.base_rows, "to": vocab.rows, "new_rows": new_rows}
-                              if vocab.resized else None),
-            "untied_embeddings": vocab.untie,
-            "qlora_faithful": faithful,
-            "qlora": ({"quant_type": settings.quant_type, "blocksize": settings.blocksize,
-                       "double_quant": settings.double_quant, "rounded_tensors": rounded,
-                       "train_dtype": dtype_name(settings.train_dtype),
-                       "compute_dtype": dtype_name(settings.compute_dtype)}
-                      if faithful else None),
-            # the dtype bitsandbytes dequantized the 4-bit base to in training (QLoRA runs only)
-            "compute_dtype": dtype_name(settings.compute_dtype) if settings.is_qlora else None,
-            "adapter": {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
-                        "use_rslora": bool(adapter.config.get("use_rslora")), "use_dora": adapter.use_dora,
-                        "lora_modules": len(adapter.lora), "full_tensors": sorted(adapter.full)},
-            "tokenizer_from": str(tok_dir),
-            "tokenizer_files": copied,
-            "shards": out.names,
-            "max_shard_size": max_bytes,
-            "warnings": warnings,
-        }
-        if verify:
-            from quantummind.merge.verify import verify_merge
+        out: _Output | None = None
+        try:
+            out = _Output(tmp, shards)
+            rounded = 0
+            new_rows: dict[str, str] = {}  # EMBED/LM_HEAD -> how rows past the base's were filled
+            for shard in base.shards:
+                with SafetensorsReader(shard) as reader:
+                    for name in reader.names():
+                        was_4bit = (faithful and name not in adapter.full
+                                    and _is_4bit_in_training(name, len(reader.infos[name].shape), settings))
+                        tensor = _produce(name, reader.get(name), adapter, vocab, settings, was_4bit, new_rows)
+                        rounded += int(was_4bit)
+                        out.write(name, tensor.to(out_dtype) if tensor.is_floating_point() else tensor)
+                        if name == EMBED and vocab.untie:
+                            lm = _untied_lm_head(reader, adapter, vocab, new_rows)
+                            out.write(LM_HEAD, lm.to(out_dtype))
+                            del lm
+                        del tensor
+            out.close()
+            if len(shards) > 1:
+                total = sum(t.nbytes for t in plan)
+                _write_json(tmp / "model.safetensors.index.json",
+                            {"metadata": {"total_size": total}, "weight_map": out.weight_map})
+            _write_json(tmp / "config.json", _merged_config(base, vocab, out_dtype))
+            _write_json(tmp / "generation_config.json", gen_config)
+            copied = [f for f in TOKENIZER_FILES if (tok_dir / f).is_file()]
+            for f in copied:
+                shutil.copy2(tok_dir / f, tmp / f)
 
-            tol = verify_tolerance if verify_tolerance is not None else default_tolerance(out_dtype)
-            report["verify"] = verify_merge(base.path, choice.path, tmp, settings, faithful=faithful,
-                                            tolerance=tol)
-        report["seconds"] = round(time.perf_counter() - t0, 3)
-        report["peak_rss_bytes"] = peak_rss_bytes()
-        _write_json(tmp / "merge_report.json", report)
-        _commit_output(tmp, target)
+            for name, how in new_rows.items():
+                if how == MEAN_FALLBACK:
+                    _warn(warnings, f"{name}: the {vocab.rows - vocab.base_rows} new rows are {how}")
+            report = {
+                "checkpoint": str(choice.path),
+                "selection": choice.how,
+                "step": choice.step,
+                "eval_loss": choice.eval_loss,
+                "checkpoints": [s.to_json() for s in choice.table],
+                "base_model": settings.base_model,
+                "base_model_path": str(base.path),
+                "config": str(Path(config_path).resolve()),
+                "dtype": dtype_name(out_dtype),
+                "resized_vocab": ({"from": vocab.base_rows, "to": vocab.rows, "new_rows": new_rows}
+                                  if vocab.resized else None),
+                "untied_embeddings": vocab.untie,
+                "qlora_faithful": faithful,
+                "qlora": ({"quant_type": settings.quant_type, "blocksize": settings.blocksize,
+                           "double_quant": settings.double_quant, "rounded_tensors": rounded,
+                           "train_dtype": dtype_name(settings.train_dtype),
+                           "compute_dtype": dtype_name(settings.compute_dtype)}
+                          if faithful else None),
+                # the dtype bitsandbytes dequantized the 4-bit base to in training (QLoRA runs only)
+                "compute_dtype": dtype_name(settings.compute_dtype) if settings.is_qlora else None,
+                "adapter": {"r": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
+                            "use_rslora": bool(adapter.config.get("use_rslora")), "use_dora": adapter.use_dora,
+                            "lora_modules": len(adapter.lora), "full_tensors": sorted(adapter.full)},
+                "tokenizer_from": str(tok_dir),
+                "tokenizer_files": copied,
+                "shards": out.names,
+                "max_shard_size": max_bytes,
+                "warnings": warnings,
+            }
+            if verify:
+                from quantummind.merge.verify import verify_merge
+
+                tol = verify_tolerance if verify_tolerance is not None else default_tolerance(out_dtype)
+                report["verify"] = verify_merge(base.path, choice.path, tmp, settings, faithful=faithful,
+                                                tolerance=tol)
+            report["seconds"] = round(time.perf_counter() - t0, 3)
+            report["peak_rss_bytes"] = peak_rss_bytes()
+            _write_json(tmp / "merge_report.json", report)
+            _commit_output(tmp, target)
+        except BaseException:
+            if out is not None:
+                out.abort()
+            raise
     except BaseException:
-        if out is not None:
-            out.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_created(created)
         raise
     finally:
-        if adapter is not None:
-            adapter.close()
+        adapter.close()
     logger.info("merged %s -> %s in %.1f s", choice.path, target, report["seconds"])
     return MergeResult(target, report)
 
