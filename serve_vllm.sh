@@ -4,14 +4,16 @@
 #   ./serve_vllm.sh [--dry-run] [--background] MODEL [PORT] [MAX_SEQS] [MAX_LEN] [GPU_UTIL] [-- VLLM FLAGS...]
 #   ./serve_vllm.sh stop [PORT]
 #
-#   MODEL     directory with config.json and *.safetensors (e.g. fine-tuning/merged_models/<run>)
+#   MODEL     directory with config.json and *.safetensors (e.g. fine-tuning/merged_models/<run>),
+#             or a hub id such as Qwen/Qwen2.5-Coder-7B-Instruct (vLLM takes it from the HF cache or
+#             downloads it; served under the full id unless SERVED_NAME says otherwise)
 #   PORT      default 8000
 #   MAX_SEQS  --max-num-seqs, default 9 (FlashInfer's limit noted in the original pipeline)
 #   MAX_LEN   --max-model-len, default: taken from the model's config by vLLM
 #   GPU_UTIL  --gpu-memory-utilization in (0, 1], default 0.90 (ignored on a CPU host)
 #   Use '-' for a positional to keep its default (e.g. MODEL 8000 - 4096).
 #
-# Options (first arguments):
+# Options (anywhere before --):
 #   --dry-run     print the exact server command on one line and exit 0
 #   --background  start detached, write a pid file and a log, return once /health answers;
 #                 `./serve_vllm.sh stop [PORT]` ends it (all background servers when no PORT):
@@ -26,7 +28,12 @@
 #   TENSOR_PARALLEL, DATA_PARALLEL   GPUs per replica / number of replicas
 #   QM_DEVICE=cpu|cuda   force the host type (default: cuda when nvidia-smi lists a GPU)
 #   SERVE_TIMEOUT=600    seconds to wait for /health
-#   RUN_DIR=.cache/serve where pid files and logs of --background servers go
+#   RUN_DIR=.cache/serve where pid files and logs of --background servers go (give the same RUN_DIR to stop)
+#   HF_HUB_OFFLINE       passed to vLLM as set; unset, vLLM may use the hub (a hub id MODEL needs it
+#                        unless the model is in the HF cache). Tests and `make demo` set it to 1.
+#
+# When vLLM dies before it is ready, the first exception in its log (the root cause; vLLM's last
+# lines often only say "See root cause above") is shown with the log's path.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -113,8 +120,14 @@ done
 POS=()
 EXTRA=()
 while [[ $# -gt 0 ]]; do
-  if [[ "$1" == "--" ]]; then shift; EXTRA=("$@"); break; fi
-  POS+=("$1"); shift
+  case "$1" in
+    --) shift; EXTRA=("$@"); break ;;
+    --dry-run) DRY_RUN=1 ;;  # options after MODEL too: never taken as a positional
+    --background) BACKGROUND=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) POS+=("$1") ;;
+  esac
+  shift
 done
 [[ ${#POS[@]} -ge 1 ]] || { usage >&2; die "MODEL is required"; }
 [[ ${#POS[@]} -le 5 ]] || die "too many arguments (${POS[*]:5}); put extra vLLM flags after --"
@@ -129,10 +142,16 @@ HOST="${HOST:-127.0.0.1}"
 
 # ------------------------------------------------------------------------------------ validation
 [[ -n "$MODEL" ]] || die "MODEL is required"
-[[ -d "$MODEL" ]] || die "model directory '$MODEL' does not exist"
-[[ -f "$MODEL/config.json" ]] || die "'$MODEL' has no config.json: not a Hugging Face model directory"
-compgen -G "$MODEL/*.safetensors" >/dev/null || die "'$MODEL' has no *.safetensors weights (merge with fine-tuning/merge_adapter.py)"
-MODEL="$(cd "$MODEL" && pwd)"
+HUB_MODEL=0
+if [[ -d "$MODEL" ]]; then
+  [[ -f "$MODEL/config.json" ]] || die "'$MODEL' has no config.json: not a Hugging Face model directory"
+  compgen -G "$MODEL/*.safetensors" >/dev/null || die "'$MODEL' has no *.safetensors weights (merge with fine-tuning/merge_adapter.py)"
+  MODEL="$(cd "$MODEL" && pwd)"
+elif [[ "$MODEL" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ && "$MODEL" != *..* ]]; then
+  HUB_MODEL=1  # org/name: vLLM resolves it (HF cache, else a download unless HF_HUB_OFFLINE=1)
+else
+  die "model directory '$MODEL' does not exist (and it is not a hub id like Qwen/Qwen2.5-Coder-7B-Instruct)"
+fi
 
 is_uint "$PORT" && (( 10#$PORT <= 65535 )) || die "PORT must be a number in 1..65535, not '$PORT'"
 PORT=$((10#$PORT))
@@ -155,7 +174,7 @@ port_in_use() {
 }
 port_in_use "$PORT" && die "port $PORT is already in use (pick another PORT, or ./serve_vllm.sh stop $PORT)"
 
-SERVED_NAME="${SERVED_NAME:-$(basename "$MODEL")}"
+if (( HUB_MODEL )); then SERVED_NAME="${SERVED_NAME:-$MODEL}"; else SERVED_NAME="${SERVED_NAME:-$(basename "$MODEL")}"; fi
 [[ "$SERVED_NAME" =~ ^[A-Za-z0-9._:/-]+$ ]] || die "SERVED_NAME '$SERVED_NAME' has characters clients will trip over"
 
 LORA_ARGS=()
@@ -181,7 +200,9 @@ fi
 # ------------------------------------------------------------------------------------- command
 DEVICE="$(bash "$ROOT/scripts/detect_device.sh")" || die "QM_DEVICE must be cpu or cuda, not '${QM_DEVICE}'"
 
-ENV_ARGS=(HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}")
+# The hub is off only when the environment says so (tests and the demo export HF_HUB_OFFLINE=1).
+ENV_ARGS=()
+[[ -n "${HF_HUB_OFFLINE:-}" ]] && ENV_ARGS+=(HF_HUB_OFFLINE="$HF_HUB_OFFLINE")
 COMMON=(--served-model-name "$SERVED_NAME" --host "$HOST" --port "$PORT" --max-num-seqs "$MAX_SEQS")
 [[ -n "$MAX_LEN" ]] && COMMON+=(--max-model-len "$MAX_LEN")
 [[ -n "${TENSOR_PARALLEL:-}" ]] && COMMON+=(--tensor-parallel-size "$TENSOR_PARALLEL")
@@ -220,13 +241,22 @@ except Exception:
 EOF
 }
 
+# The first exception line of the log (vLLM's last lines often only say "See root cause above").
+root_cause() {  # log
+  local first
+  first="$(grep -m1 -E '([A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*(Error|Exception|Interrupt|Exit): ' "$1" 2>/dev/null || true)"
+  [[ -n "$first" ]] && echo "serve_vllm.sh: root cause (the first exception in the log): $first" >&2
+  echo "serve_vllm.sh: full log: $1" >&2
+}
+
 wait_healthy() {  # pid log
   local deadline=$((SECONDS + TIMEOUT))
   say "waiting for ${ENDPOINT%/v1}/health (up to ${TIMEOUT} s; the CPU build takes about a minute)"
   while (( SECONDS < deadline )); do
     if ! kill -0 "$1" 2>/dev/null; then
       echo "serve_vllm.sh: error: vLLM exited before it was ready; last lines of $2:" >&2
-      tail -n 25 "$2" >&2
+      tail -n 15 "$2" >&2
+      root_cause "$2"
       return 1
     fi
     healthy "${ENDPOINT%/v1}/health" && return 0
@@ -260,7 +290,9 @@ if (( BACKGROUND )); then
     exit 1
   fi
   announce
-  say "running in the background (pid $pid, log $LOG); stop it with: ./serve_vllm.sh stop $PORT"
+  stop_cmd="./serve_vllm.sh stop $PORT"
+  [[ "$RUN_DIR" != "$ROOT/.cache/serve" ]] && stop_cmd="RUN_DIR=$(printf '%q' "$RUN_DIR") $stop_cmd"
+  say "running in the background (pid $pid, log $LOG); stop it with: $stop_cmd"
   exit 0
 fi
 

@@ -23,7 +23,9 @@ def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-verification", type=float, default=80.0, help="verification-pass target, percent (default 80)")
     g.add_argument("--min-bp-free", type=float, default=60.0, help="BP-free target, percent (default 60)")
     g.add_argument("--workers", type=int, default=None, help="replies executed at once in the sandbox (default: CPU count)")
-    g.add_argument("--sandbox-timeout", type=float, default=20.0, help="wall-clock seconds each reply's code may run (default 20)")
+    g.add_argument("--sandbox-timeout", "--timeout", dest="sandbox_timeout", type=float, default=20.0,
+                   help="wall-clock seconds each reply's code may run (default 20; --timeout, the HumanEval "
+                        "commands' name, works too)")
     g.add_argument("--judge-timeout", type=float, default=60.0,
                    help="wall-clock seconds the judge may take per reply after its code ran (QPY, verification, BP, "
                         "VQE); past it the reply is a judge error (default 60)")
@@ -51,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="served model name; give it twice (base, then fine-tuned) to evaluate both into "
                           "DIR/<model>/ and compare them in DIR/comparison/")
     run.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY, then $VLLM_API_KEY, then 'EMPTY')")
-    run.add_argument("--num-tests", type=int, default=45,
+    run.add_argument("--num-tests", "--num-tasks", dest="num_tests", type=int, default=45,
                      help="number of prompts (default 45: each of the 45 combinations once); above 45 the combinations "
-                          "repeat, which adds replies but not independent prompts (compare then tests per prompt)")
+                          "repeat, which adds replies but not independent prompts (compare then tests per prompt); "
+                          "--num-tasks, the HumanEval name, works too")
     run.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     run.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     run.add_argument("--max-tokens", type=int, default=1024, help="max tokens per reply (default 1024)")
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compare", help="base vs fine-tuned side by side, with paired statistics",
                           description="Compare two evaluated directories (A = base, B = fine-tuned): two circuit "
-                                      "runs (run/score) or two HumanEval runs (humaneval_log.yaml). Rates with 95 %% "
+                                      "runs (run/score) or two HumanEval runs (humaneval_log.yaml). Rates with 95 % "
                                       "Wilson intervals and the exact McNemar test on replies paired by id; for "
                                       "HumanEval, per-task pass@1 paired by task_id with a bootstrap interval. "
                                       "Exit 0 iff B verifies more circuits than A (HumanEval: higher pass@1), "
@@ -110,6 +113,16 @@ def _check_scoring_flags(args) -> str | None:
     if args.max_judge_errors < 0:
         return "--max-judge-errors must be >= 0"
     return None
+
+
+def _out_problem(out: Path) -> bool:
+    """True (after one line on stderr) when --out cannot be written: checked before the work starts."""
+    from evaluation.outdir import out_dir_problem
+
+    problem = out_dir_problem(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None
 
 
 def _unscored_exit(summaries: list[dict], args) -> bool:
@@ -185,6 +198,8 @@ def _cmd_score(args) -> int:
     if not args.replies.is_file():
         print(f"error: {args.replies} not found", file=sys.stderr)
         return EXIT_ERROR
+    if _out_problem(args.out):
+        return EXIT_ERROR
     try:
         records = latest_by_id(read_replies(args.replies))
         if not records:
@@ -219,6 +234,8 @@ def _cmd_run(args) -> int:
     if len(args.model) > 2 or len(set(args.model)) != len(args.model):
         print("error: give --model once, or twice with two different names", file=sys.stderr)
         return EXIT_ERROR
+    if _out_problem(args.out):
+        return EXIT_ERROR
     key = args.api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY") or "EMPTY"
     try:
         preflight(args.base_url, key, args.model)
@@ -248,6 +265,8 @@ def _cmd_run(args) -> int:
         summaries.append(_score_and_report(records, out, args, model=model, endpoint=args.base_url, extra=extra))
     if len(dirs) == 2:
         comp = write_comparison(dirs[0], dirs[1], args.out / "comparison", labels=tuple(args.model))
+        for warning in comp.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"comparison (A = {args.model[0]}, B = {args.model[1]}):\n{format_comparison(comp)}\n"
               f"written to {args.out / 'comparison'}")
     if _unscored_exit(summaries, args):
@@ -258,11 +277,15 @@ def _cmd_run(args) -> int:
 def _cmd_compare(args) -> int:
     from evaluation.comparison import b_wins, format_comparison, write_comparison
 
+    if _out_problem(args.out):
+        return EXIT_ERROR
     try:
         comp = write_comparison(args.dir_a, args.dir_b, args.out)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    for warning in comp.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(format_comparison(comp))
     print(f"written to {args.out}")
     return EXIT_OK if b_wins(comp, require_significant=args.require_significant) else EXIT_TARGETS_MISSED
@@ -280,4 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return humaneval_main(args)
     handler = {"run": _cmd_run, "score": _cmd_score, "compare": _cmd_compare}[args.command]
-    return handler(args)
+    try:
+        return handler(args)
+    except OSError as exc:  # the disk or the file system failed mid-way: an environment error
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR

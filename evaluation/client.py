@@ -40,7 +40,10 @@ def preflight(base_url: str, api_key: str, models: list[str], timeout_s: float =
     except openai.APIConnectionError as exc:
         raise EndpointError(f"cannot reach {base_url} ({exc.__cause__ or exc}); is the server running?") from None
     except openai.APIStatusError as exc:
-        raise EndpointError(f"{base_url}/models answered HTTP {exc.status_code}: {str(exc)[:200]}") from None
+        hint = ""
+        if exc.status_code == 404 and not base_url.rstrip("/").endswith("/v1"):
+            hint = f"; did you mean {base_url.rstrip('/')}/v1 (the OpenAI API lives under /v1)?"
+        raise EndpointError(f"{base_url}/models answered HTTP {exc.status_code}: {str(exc)[:200]}{hint}") from None
     finally:
         client.close()
     missing = [m for m in models if m not in served]

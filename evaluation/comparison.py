@@ -67,6 +67,45 @@ def _labels(a: dict, b: dict, a_dir: Path, b_dir: Path, labels: tuple[str, str] 
     return (f"A: {la}", f"B: {lb}") if la == lb else (str(la), str(lb))
 
 
+# ------------------------------------------------------------------------------------------ comparability
+
+# Sampling settings both kinds of run record in their log; a difference is worth a warning, not a refusal.
+SAMPLING_KEYS = ("temperature", "seed", "max_tokens", "api", "num_samples")
+
+
+def sampling_warning(a: dict, b: dict) -> list[str]:
+    """One line naming every sampling setting the two logs record differently (none: empty list)."""
+    diffs = [f"{k} {a[k]!r} vs {b[k]!r}" for k in SAMPLING_KEYS if k in a and k in b and a[k] != b[k]]
+    if not diffs:
+        return []
+    return [f"A and B were sampled differently ({', '.join(diffs)}): part of any difference is the settings, "
+            "not the model"]
+
+
+def _prompt_key(r: dict) -> tuple:
+    return (r.get("hamiltonian"), r.get("num_qubits"), r.get("constraint"))
+
+
+def circuit_pairing_warnings(res_a: list[dict], res_b: list[dict]) -> list[str]:
+    """Refuse (ValueError) runs that share no prompt id or ask different prompts under one id; warn
+    when the prompt sets differ in size (only the shared ids are paired)."""
+    pa = {str(r.get("id")): _prompt_key(r) for r in res_a}
+    pb = {str(r.get("id")): _prompt_key(r) for r in res_b}
+    shared = sorted(pa.keys() & pb.keys())
+    if not shared:
+        raise ValueError("A and B have no prompt id in common: nothing to pair (were they run on the same prompts?)")
+    differ = [i for i in shared if pa[i] != pb[i]]
+    if differ:
+        i = differ[0]
+        raise ValueError(f"A and B asked different prompts under the same id ({len(differ)} of {len(shared)}; "
+                         f"{i}: {pa[i]} vs {pb[i]}): they come from different prompt sets")
+    if len(shared) < max(len(pa), len(pb)):
+        return [f"A has {len(pa)} replies and B {len(pb)}: only the {len(shared)} prompts both answered are "
+                "paired; each rate is over its own run's replies (rerun with the same --num-tests to compare "
+                "like with like)"]
+    return []
+
+
 # ----------------------------------------------------------------------------------------------- circuits
 
 def _outcomes_by_id(results: list[dict], path: Path) -> dict[str, dict[str, bool]]:
@@ -181,10 +220,12 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     res_a, res_b = _read_jsonl(a_dir / "results.jsonl"), _read_jsonl(b_dir / "results.jsonl")
     oa, ob = _outcomes_by_id(res_a, a_dir / "results.jsonl"), _outcomes_by_id(res_b, b_dir / "results.jsonl")
     pa, pb = _outcomes_by_prompt(res_a), _outcomes_by_prompt(res_b)
+    warnings = circuit_pairing_warnings(res_a, res_b) + sampling_warning(a, b)
     la, lb = _labels(a, b, a_dir, b_dir, labels)
     th = Thresholds(**(b.get("thresholds") or {}))
     comp: dict[str, Any] = {"kind": "circuits", "a": {"dir": str(a_dir), "model": a.get("model")},
-                            "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {}}
+                            "b": {"dir": str(b_dir), "model": b.get("model")}, "metrics": {},
+                            "warnings": warnings}
     rows = [["metric", f"{la} (95 % CI)", f"{lb} (95 % CI)", "change (points)", "paired p", "significant"]]
     for mk, _, name in METRICS:
         va, vb = _rate(a, mk), _rate(b, mk)
@@ -216,7 +257,7 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
                if comp["b_better"] else "does not beat A on verified circuits")
     (out_dir / "report.md").write_text(
         f"# Comparison\n\nA: `{a_dir}` ({a.get('num_tests')} replies)  \nB: `{b_dir}` ({b.get('num_tests')} replies)"
-        f"\n\n{_table(rows)}\n![comparison](comparison.png)\n\n## Is the difference real?\n\n{words}\n\n"
+        f"\n\n{_warning_lines(warnings)}{_table(rows)}\n![comparison](comparison.png)\n\n## Is the difference real?\n\n{words}\n\n"
         f"B {verdict}.\n\n{METHOD_NOTE}\n")
     return comp
 
@@ -227,10 +268,15 @@ METHOD_NOTE = (
     "seed) and applies the exact two-sided McNemar test: only prompts where exactly one model succeeds count, "
     "and p is the chance of a split at least that lopsided if both models were equally good. Significant means "
     "p < 0.05. The prompts needed come from Connor (1987, Biometrics 43:207-211) at the observed discordant "
-    "proportions, 80 % power, alpha = 0.05. When prompts repeat (`--num-tests` above 45, or several runs' replies "
+    "proportions, 80 % power, alpha = 0.05, and never fewer than the exact test needs to reach p < 0.05 at all "
+    "(6 discordant pairs). When prompts repeat (`--num-tests` above 45, or several runs' replies "
     "to one prompt), replies to one prompt are not independent pairs: each prompt's success rate is compared "
     "instead (sign-flip permutation test on the per-prompt differences), and that test decides significance. "
     "See docs/evaluation.md.")
+
+
+def _warning_lines(warnings: list[str]) -> str:
+    return "".join(f"**Warning**: {w}.\n\n" for w in warnings)
 
 
 def compare_failures(a: dict, b: dict) -> tuple[list[list[str]], dict[str, Any]]:
@@ -368,6 +414,10 @@ def _compare_humaneval(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[st
     by_diff = {g: _side_by_side(_by_k(v), _by_k((b.get("by_difficulty") or {}).get(g))).get("1")
                for g, v in (a.get("by_difficulty") or {}).items()}
     paired = humaneval_paired(ta, tb)
+    warnings = sampling_warning(a, b)
+    if paired["n"] < max(len(ta), len(tb)):
+        warnings.append(f"A scored {len(ta)} tasks and B {len(tb)}: only the {paired['n']} tasks both scored are "
+                        "paired (rerun with the same --num-tasks to compare like with like)")
     comp: dict[str, Any] = {
         "kind": "humaneval", "variant": a.get("variant"),
         "a": {"dir": str(a_dir), "model": a.get("model"), "num_tasks": a.get("num_tasks"),
@@ -377,6 +427,7 @@ def _compare_humaneval(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[st
         "pass_at": _side_by_side(_by_k(a.get("pass_at")), _by_k(b.get("pass_at"))),
         "by_difficulty": {g: v for g, v in by_diff.items() if v is not None},
         "paired": paired, "significant": paired["p_value"] < stats.ALPHA, "b_better": paired["difference"] > 0,
+        "warnings": warnings,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_humaneval(out_dir / "comparison.png", comp, (la, lb))
@@ -391,7 +442,8 @@ def _compare_humaneval(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[st
     rows += [[f"pass@1 {g}", f"{v['a']:.1f}", f"{v['b']:.1f}", f"{v['change']:+.1f}"]
              for g, v in comp["by_difficulty"].items()]
     (out_dir / "report.md").write_text(
-        f"# HumanEval comparison ({comp['variant']} variant)\n\nA: `{a_dir}`  \nB: `{b_dir}`\n\n{_table(rows)}\n"
+        f"# HumanEval comparison ({comp['variant']} variant)\n\nA: `{a_dir}`  \nB: `{b_dir}`\n\n"
+        f"{_warning_lines(warnings)}{_table(rows)}\n"
         f"![comparison](comparison.png)\n\n## Is the difference real?\n\n{humaneval_sentence(comp)}\n\n"
         "How to read this: per task, pass@1 is the share of its samples that pass; tasks excluded in either run "
         "are left out and the rest are paired by task_id. The interval is a paired bootstrap of the mean "
@@ -416,6 +468,8 @@ def write_comparison(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str,
     """Compare two evaluated directories (both circuit runs or both HumanEval runs); returns comparison.yaml's
     content. Raises FileNotFoundError/ValueError on unusable input."""
     a_dir, b_dir = Path(a_dir), Path(b_dir)
+    if a_dir.resolve() == b_dir.resolve():
+        raise ValueError(f"DIR_A and DIR_B are the same directory ({a_dir.resolve()}): compare two different runs")
     he_a, he_b = is_humaneval_dir(a_dir), is_humaneval_dir(b_dir)
     if he_a != he_b:
         raise ValueError(f"{a_dir if he_a else b_dir} is a humaneval run and {b_dir if he_a else a_dir} is not: "

@@ -4,7 +4,8 @@
 - `pair_outcomes` / `mcnemar_exact`: the exact two-sided McNemar test, i.e. a binomial test with p = 1/2 on the
   discordant pairs (prompts where exactly one model succeeds), capped at 1.
 - `mcnemar_sample_size`: how many paired prompts a difference of the observed size needs to reach p < alpha
-  with the given power, from the discordant proportions (Connor 1987, Biometrics 43:207-211).
+  with the given power, from the discordant proportions (Connor 1987, Biometrics 43:207-211), never fewer
+  than the exact test itself needs (`min_discordant_pairs`: 6 discordant pairs at alpha = 0.05).
 - `paired_bootstrap` / `paired_permutation_p`: for per-task scores that are not 0/1 (HumanEval pass@1 as the
   mean over samples): a seeded paired bootstrap interval of the mean difference and a sign-flip permutation test.
 """
@@ -93,11 +94,26 @@ def mcnemar_sample_size(p_a_only: float, p_b_only: float, alpha: float = ALPHA, 
     return max(1, math.ceil(n - 1e-9))
 
 
+def min_discordant_pairs(alpha: float = ALPHA) -> int:
+    """The fewest discordant pairs with which the exact two-sided McNemar test can reach p < alpha at
+    all (every one of them in the same direction): 6 at alpha = 0.05, since 2 * 0.5**5 = 0.0625."""
+    d = 1
+    while mcnemar_exact(0, d) >= alpha:
+        d += 1
+    return d
+
+
 def sample_size_for(paired: PairedOutcomes, alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """`mcnemar_sample_size` at the observed discordant proportions."""
+    """`mcnemar_sample_size` at the observed discordant proportions, raised where needed so that the
+    expected number of discordant pairs reaches `min_discordant_pairs`: below it the exact test
+    cannot reach p < alpha however lopsided the split (Connor's normal approximation does not know)."""
     if paired.n == 0:
         return None
-    return mcnemar_sample_size(paired.a_only / paired.n, paired.b_only / paired.n, alpha, power)
+    n = mcnemar_sample_size(paired.a_only / paired.n, paired.b_only / paired.n, alpha, power)
+    if n is None:
+        return None
+    discordant_share = (paired.a_only + paired.b_only) / paired.n
+    return max(n, math.ceil(min_discordant_pairs(alpha) / discordant_share - 1e-9))
 
 
 def _mean_diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:

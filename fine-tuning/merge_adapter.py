@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-tolerance", type=float, metavar="T",
                    help="largest accepted max |logit difference| for --verify (default by merged dtype: "
                    "1e-3 float32, 0.5 bfloat16, 0.1 float16)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier merge's output (a folder holding merge_report.json), only after "
+                   "the new merge succeeded; never a folder that is, holds or lies inside an input (base "
+                   "model, output_dir, checkpoint, config, dataset), the working directory, a home or a root")
     p.add_argument("--allow-vocab-shrink", action="store_true",
                    help="accept a trained vocabulary smaller than the base embedding")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the final line")
@@ -68,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             verify=args.verify, verify_tolerance=args.verify_tolerance, force=args.force,
             allow_vocab_shrink=args.allow_vocab_shrink,
         )
-    except (MergeError, ValueError) as exc:
+    except (MergeError, ValueError) as exc:  # bad input: usage (exit 2; 1 is a failed --verify)
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    except OSError as exc:  # the disk or the file system, not the model
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: no output written", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
 """QuantumMind training wrapper around axolotl: lint, train, verify.
 
   lint   CONFIG            offline preflight checks (exit 1 on errors, 0 with warnings only)
-  train  CONFIG [ARGS...]  lint, then `accelerate launch -m axolotl.cli.train CONFIG ARGS...`,
+  train  CONFIG [ARGS...]  lint (report printed first; errors stop it), then
+                           `accelerate launch -m axolotl.cli.train CONFIG ARGS...`,
                            then training_log.yaml + loss_curve.png in output_dir
   verify CONFIG            load base + best adapter, generate for the seed's 4-qubit XY-chain
                            prompt, score the reply with the evaluation verifier (exit 1 on FAIL)
@@ -31,13 +32,12 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from quantummind.training.lint import format_report
     from quantummind.training.training_log import LOSS_WARNING_THRESHOLD
     from quantummind.training.wrapper import train
 
     cfg = load_config(args.config)
-    result = train(args.config, cfg, args.extra, num_processes=args.num_processes)
-    print(format_report(result.lint, args.config))
+    # the lint report is printed before anything is launched (and nothing is, on errors)
+    result = train(args.config, cfg, args.extra, num_processes=args.num_processes, device=args.device)
     if result.lint.errors:
         print("error: lint failed; nothing was trained (fix the errors above)", file=sys.stderr)
         return 1
@@ -57,6 +57,9 @@ def _train(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from quantummind.training.verify import verify
 
+    if args.max_new_tokens < 1 or not args.temperature >= 0:
+        print("error: --max-new-tokens must be >= 1 and --temperature >= 0", file=sys.stderr)
+        return 2
     cfg = load_config(args.config)
     result = verify(cfg, checkpoint=args.checkpoint, max_new_tokens=args.max_new_tokens,
                     temperature=args.temperature, seed=args.seed)
@@ -76,7 +79,10 @@ def _steps(args: argparse.Namespace) -> int:
     try:
         count = count_steps(cfg, tokenizer)
     except (OSError, ValueError) as exc:  # no such tokenizer (offline, not cached), bad data
-        raise FileNotFoundError(f"cannot count steps with tokenizer {tokenizer}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileNotFoundError(f"cannot count steps with tokenizer {tokenizer}: {first}; without network, "
+                                "pass --tokenizer DIR (a local tokenizer directory, e.g. a downloaded copy of "
+                                "the base model; another model's tokenizer gives an estimate)") from None
     if args.json:
         print(json.dumps(count.to_json(), indent=2))
         return 0
@@ -102,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_lint)
     p = sub.add_parser("train", help="lint, then accelerate launch -m axolotl.cli.train CONFIG ARGS...")
     p.add_argument("config", help="axolotl YAML")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="as for lint (the same decision, the same report): auto = gpu if one is visible or the "
+                        "config has GPU-only keys, else cpu; a GPU config is not launched on a host without a GPU")
     p.add_argument("--num-processes", type=int, default=1,
                    help="data-parallel processes for accelerate launch (--multi_gpu; on a CPU host "
                         "ACCELERATE_USE_CPU=true is set). Default 1")

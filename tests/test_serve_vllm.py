@@ -251,6 +251,8 @@ def test_background_server_answers_and_stop_leaves_nothing_running(tiny_model_di
     assert started.returncode == 0, started.stderr + (tmp_path / f"vllm-{port}.log").read_text()[-3000:]
     assert f"http://127.0.0.1:{port}/v1" in started.stdout and "qm-tiny" in started.stdout
     assert "curl" in started.stdout
+    # the stop hint works as printed: it names this RUN_DIR (issue 23)
+    assert f"stop it with: RUN_DIR={tmp_path} ./serve_vllm.sh stop {port}" in started.stderr, started.stderr
     pid = int((tmp_path / f"vllm-{port}.pid").read_text())
     try:
         assert isinstance(_chat(f"http://127.0.0.1:{port}/v1", "qm-tiny"), str)
@@ -292,3 +294,48 @@ def test_foreground_server_stops_everything_on_ctrl_c(tiny_model_dir, serve_pyth
     while time.monotonic() < deadline and _running(pids=children):
         time.sleep(0.5)
     assert not _running(pids=children), "vLLM outlived Ctrl-C"
+
+
+# ------------------------------------------------------------------------------------ issue 23
+
+def test_a_hub_id_is_served_under_its_full_name_and_offline_only_when_asked(tiny_model_dir):
+    hub = "Qwen/Qwen2.5-Coder-7B-Instruct"
+    online = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([str(SCRIPT), "--dry-run", hub], env=online | {"QM_DEVICE": "cpu"}, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout)
+    assert flag(argv, "--model") == hub and flag(argv, "--served-model-name") == hub
+    assert not any(a.startswith("HF_HUB_OFFLINE") for a in argv), "the script must not force the hub off"
+    argv = dry_run(hub, env={"QM_DEVICE": "cuda", "HF_HUB_OFFLINE": "1"})  # the environment says offline
+    assert "HF_HUB_OFFLINE=1" in argv and argv[argv.index("serve") + 1] == hub
+    # a local directory still wins, and a path that is neither is one clear line
+    assert flag(dry_run(str(tiny_model_dir), env={"QM_DEVICE": "cpu"}), "--model") == str(tiny_model_dir)
+    bad = serve("--dry-run", "fine-tuning/merged_models/not-merged-yet")
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "hub id" in bad.stderr
+
+
+def test_options_after_model_are_options_not_max_seqs(tiny_model_dir):
+    for args in ([str(tiny_model_dir), "--dry-run"], [str(tiny_model_dir), "8123", "--dry-run", "-", "512"]):
+        proc = serve(*args, env={"QM_DEVICE": "cpu"})
+        assert proc.returncode == 0, proc.stderr
+        argv = shlex.split(proc.stdout.strip())
+        assert flag(argv, "--max-num-seqs") == "9", argv
+
+
+@pytest.mark.slow
+def test_a_dying_vllm_shows_the_root_cause_and_the_log(tiny_model_dir, serve_python, tmp_path):
+    """A corrupt weights file: vLLM's last lines say "See root cause above"; the script shows the
+    first exception of the log (safetensors' error) and where the log is."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])  # header cut short
+    env = {"RUN_DIR": str(tmp_path / "run"), "SERVE_TIMEOUT": "300"}
+    proc = serve("--background", str(broken), str(free_port()), "2", "256", env=env, timeout=400)
+    assert proc.returncode == 1, proc.stderr
+    line = next((x for x in proc.stderr.splitlines() if "root cause (the first exception in the log)" in x), "")
+    assert "Error" in line and "See root cause above" not in line, proc.stderr[-3000:]
+    assert f"full log: {tmp_path / 'run'}" in proc.stderr

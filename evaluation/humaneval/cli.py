@@ -21,10 +21,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     g = p.add_argument_group("sandbox")
     g.add_argument("--workers", type=int, default=None, help="programs executed at once (default: CPU count)")
-    g.add_argument("--timeout", type=float, default=None,
+    g.add_argument("--timeout", "--sandbox-timeout", dest="timeout", type=float, default=None,
                    help="wall-clock seconds per program, for every task (default: per task, max(30, 4 x the canonical "
                         "solution's time measured by `canonical` on this machine and stack); 30 without such times; "
-                        "canonical itself: 300)")
+                        "canonical itself: 300; --sandbox-timeout, the circuit commands' name, works too)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -49,7 +49,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     run.add_argument("--api", choices=("chat", "completions"), default="chat",
                      help="chat: an instruction with the task; completions: the raw prompt, for base models (default chat)")
     run.add_argument("--seed", type=int, default=None, help="base sampling seed; request i uses seed+i (default: none)")
-    run.add_argument("--num-tasks", type=int, default=None, help="only the first K tasks (default: all 151)")
+    run.add_argument("--num-tasks", "--num-tests", dest="num_tasks", type=int, default=None,
+                     help="only the first K tasks (default: all 151; --num-tests, the circuit command's name, works too)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run: only missing samples are sent")
     run.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request before a retry (default 300)")
     run.add_argument("--max-retries", type=int, default=3, help="client retries on connection errors, 429, 5xx (default 3)")
@@ -273,8 +274,17 @@ def main(args) -> int:
     if (args.timeout is not None and not args.timeout > 0) or (args.workers is not None and args.workers < 1):
         print("error: --timeout must be > 0 and --workers >= 1", file=sys.stderr)
         return EXIT_ERROR
+    from evaluation.outdir import out_dir_problem
+
+    problem = out_dir_problem(args.out)  # before any work: an unwritable --out is no failed solution
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return {"run": _cmd_run, "score": _cmd_score, "canonical": _cmd_canonical}[args.humaneval_command](args)
     except SandboxError as exc:
         print(f"error: the sandbox failed, no verdicts: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # the disk or the file system failed mid-way: an environment error
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

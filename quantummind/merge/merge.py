@@ -28,6 +28,7 @@ from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, loa
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
+from quantummind.merge.target import Input, check_output_target, check_writable
 from quantummind.merge.verify import default_tolerance
 from quantummind.merge.vocab import MEAN_FALLBACK, read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
@@ -306,25 +307,48 @@ def _generation_config(base: BaseModel, tok_dir: Path, tok_json: dict | None) ->
     return gen
 
 
-def _prepare_output(target: Path, force: bool) -> Path:
-    if target.exists() and not target.is_dir():
-        raise MergeError(f"output {target} exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not force:
-        raise MergeError(f"output {target} is not empty: pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.merging-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
+def _prepare_output(target: Path) -> tuple[Path, list[Path]]:
+    """The temporary folder next to `target` the merge writes into (creating it probes that the
+    place is writable, before any work), and the parent folders created for it (removed again if
+    the merge fails)."""
+    created: list[Path] = []
+    parent = target.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.merging-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        _remove_created(created)
+        raise MergeError(f"--output {target} cannot be written: {exc.strerror or exc}") from None
+    return tmp, created
+
+
+def _remove_created(created: list[Path]) -> None:
+    for d in created:  # innermost first
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _commit_output(tmp: Path, target: Path) -> None:
+    """Put the finished merge in place: an earlier merge's output is moved aside, the new one renamed
+    in, and only then the old one removed (put back if the rename fails)."""
     old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        target.rename(old)
-    tmp.rename(target)
+    try:
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            target.rename(old)
+        tmp.rename(target)
+    except OSError as exc:
+        if old is not None and not target.exists():
+            old.rename(target)
+        raise MergeError(f"--output {target} cannot be written: {exc.strerror or exc}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -356,15 +380,27 @@ def merge(
     logger.info("checkpoints:\n%s", choice.format_table())
     warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}"
                 for s in choice.unscored] if choice.how == "best" else []  # select_checkpoint logged them
-    base = open_base(resolve_base_model(settings.base_model))
+    base_path = resolve_base_model(settings.base_model)
+    target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
+    target = target.expanduser().resolve()
+    inputs = [Input("the base model", base_path), Input("the run's output_dir", settings.output_dir),
+              Input("the adapter checkpoint", choice.path), Input("the config", Path(config_path)),
+              *(Input("the dataset", p) for p in settings.data_paths)]
+    check_output_target(target, inputs, force=force)
+    check_writable(target)
+    base = open_base(base_path)
     out_dtype = _output_dtype(dtype, base)
     if verify_tolerance is not None and not (verify_tolerance >= 0 and math.isfinite(verify_tolerance)):
         raise MergeError(f"--verify-tolerance {verify_tolerance}: must be a finite number >= 0")
     max_bytes = parse_size(max_shard_size)
-    target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
-    target = target.expanduser().resolve()
 
-    adapter = Adapter(choice.path)
+    tmp, created = _prepare_output(target)  # probes the place before any work
+    try:
+        adapter = Adapter(choice.path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
+        raise
     try:
         tok_dir = _tokenizer_source(choice, settings, base, warnings)
         tok_json = read_tokenizer_json(tok_dir)  # parsed once, for the vocab size and the eos id
@@ -386,7 +422,6 @@ def merge(
                 plan.append(PlannedTensor(LM_HEAD, out_dtype, shape))
         shards = split_into_shards(plan, max_bytes)
 
-        tmp = _prepare_output(target, force)
         out: _Output | None = None
         try:
             out = _Output(tmp, shards)
@@ -462,8 +497,11 @@ def merge(
         except BaseException:
             if out is not None:
                 out.abort()
-            shutil.rmtree(tmp, ignore_errors=True)
             raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
+        raise
     finally:
         adapter.close()
     logger.info("merged %s -> %s in %.1f s", choice.path, target, report["seconds"])

@@ -40,6 +40,8 @@ class MergeSettings:
     train_dtype: torch.dtype = torch.float32  # dtype the base was loaded in for training
     compute_dtype: torch.dtype = torch.float32  # dtype the 4-bit base was dequantized to
     skip_modules: list[str] = field(default_factory=list)
+    # local dataset files and dataset_prepared_path: inputs a merge output must never replace
+    data_paths: list[Path] = field(default_factory=list)
 
     @property
     def run_name(self) -> str:
@@ -105,7 +107,17 @@ def load_settings(config_path: str | Path) -> MergeSettings:
                                      source=f"config {path}: bnb_config_kwargs.bnb_4bit_compute_dtype")
                        if adapter == "qlora" or cfg.get("load_in_4bit") else train_dtype),
         skip_modules=list(bnb.get("llm_int8_skip_modules") or []),
+        data_paths=_data_paths(cfg),
     )
+
+
+def _data_paths(cfg: dict) -> list[Path]:
+    """The config's local dataset paths (load_config made them absolute) and dataset_prepared_path."""
+    paths = [str(e["path"]) for key in ("datasets", "test_datasets") for e in (cfg.get(key) or [])
+             if isinstance(e, dict) and isinstance(e.get("path"), str) and Path(e["path"]).is_absolute()]
+    if isinstance(cfg.get("dataset_prepared_path"), str):
+        paths.append(cfg["dataset_prepared_path"])
+    return [Path(p) for p in paths]
 
 
 def resolve_base_model(name: str) -> Path:

@@ -1,12 +1,14 @@
 """Preflight checks for an axolotl config: the seed's lessons, caught before a GPU hour is spent.
 
-Offline and fast (no axolotl import, no model download). Errors are things that will crash or
-silently ruin the run; warnings are things a user should know about but may mean.
+Offline (no model download); it imports axolotl's config schema to know every key it accepts. Errors
+are things that will crash or silently ruin the run; warnings are things a user should know about but
+may mean.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +36,7 @@ class LintReport:
     findings: list[Finding] = field(default_factory=list)
     memory: MemoryEstimate | None = None
     gpu: GpuInfo | None = None
+    device: str = ""  # "cpu" or "gpu": what the config was linted for (resolve_device)
 
     @property
     def errors(self) -> list[Finding]:
@@ -82,6 +85,43 @@ def check_tokens(cfg: dict[str, Any], report: LintReport) -> None:
         _add(report, WARNING, "added_tokens",
              f"config adds tokens {added}: the merged model's vocabulary grows; ship the trained "
              "tokenizer with it.")
+
+
+def axolotl_keys() -> set[str]:
+    """Every top-level key axolotl's config schema (its pydantic model) accepts, aliases included."""
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    keys: set[str] = set()
+    for name, f in AxolotlInputConfig.model_fields.items():
+        keys.add(name)
+        for alias in (f.alias, f.validation_alias):
+            if isinstance(alias, str):
+                keys.add(alias)
+    return keys
+
+
+def check_unknown_keys(cfg: dict[str, Any], report: LintReport, known: set[str] | None = None) -> None:
+    """A key axolotl's schema does not know is dropped without a word and the run trains with the
+    default (`learning_rat: 1e-4` trains at axolotl's learning rate): an error, with a did-you-mean.
+    With `plugins:` set, a plugin may add keys the base schema lacks: a warning then."""
+    import difflib
+
+    if known is None:
+        try:
+            known = axolotl_keys()
+        except ImportError:
+            _add(report, WARNING, "unknown_key", "axolotl is not importable here: config keys not checked "
+                 "against its schema (run lint with .venv/bin/python).")
+            return
+    level = WARNING if cfg.get("plugins") else ERROR
+    for key in cfg:
+        if not isinstance(key, str) or key.startswith("_") or key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.7)
+        hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+        plugin = " (or a plugin's key: plugins are set)" if cfg.get("plugins") else ""
+        _add(report, level, "unknown_key",
+             f"`{key}` is not an axolotl config key{plugin}: axolotl ignores it and trains with its default.{hint}")
 
 
 def _eval_configured(cfg: dict[str, Any]) -> bool:
@@ -142,9 +182,12 @@ def check_data_and_paths(cfg: dict[str, Any], report: LintReport) -> None:
     if not base:
         _add(report, ERROR, "base_model", "base_model is not set.")
     elif Path(base).is_absolute() and not (Path(base) / "config.json").is_file():
+        what = "does not exist" if not Path(base).exists() else "has no config.json"
         _add(report, ERROR, "base_model",
-             f"base_model {base} is a local path without config.json (tiny model: "
+             f"base_model {base} is a local path that {what} (tiny model: "
              "`python fine-tuning/build_tiny_model.py`).")
+    elif not Path(base).is_absolute():
+        check_hub_base_model(base, report)
     out = output_dir(cfg)
     if out.is_dir() and any(out.glob("checkpoint-*")):
         resuming = cfg.get("resume_from_checkpoint") or cfg.get("auto_resume_from_checkpoints")
@@ -156,6 +199,33 @@ def check_data_and_paths(cfg: dict[str, Any], report: LintReport) -> None:
     if not cfg.get("dataset_prepared_path"):
         _add(report, WARNING, "dataset_prepared_path",
              "dataset_prepared_path not set: axolotl writes ./last_run_prepared into the current directory.")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_base_model(base: str, report: LintReport) -> None:
+    """`base` is not a local directory (relative to the working directory): a hub id. Not in the
+    local HF cache, it is downloaded at launch (a warning, which also names the local reading); an
+    error when it cannot be a hub id either."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = isinstance(try_to_load_from_cache(base, "config.json"), str)
+    except HFValidationError:
+        _add(report, ERROR, "base_model", f"base_model {base!r} is neither a local directory (from {Path.cwd()}) "
+             "nor a valid hub id.")
+        return
+    if cached:
+        return
+    local_hint = f" (If it is meant as a local directory: there is none at {Path.cwd() / base}.)"
+    where = ("the hub is off here (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE): download it where the run happens"
+             if _offline() else "axolotl will download it from the hub")
+    _add(report, WARNING, "base_model", f"base_model {base!r} is not a local directory and not in the local HF "
+         f"cache: {where}." + local_hint)
 
 
 def _cpu_has_avx512_bf16() -> bool:
@@ -247,20 +317,29 @@ def lint_config(cfg: dict[str, Any], *, gpu: GpuInfo | None | Callable[[], GpuIn
     """
     gpu_info = gpu() if callable(gpu) else gpu
     report = LintReport(gpu=gpu_info)
+    check_unknown_keys(cfg, report)
     check_tokens(cfg, report)
     check_validation(cfg, report)
     check_data_and_paths(cfg, report)
-    if device == "auto":
-        marks = gpu_markers(cfg)
-        device = "gpu" if gpu_info is not None or marks else "cpu"
-        if gpu_info is None and marks:
-            _add(report, INFO, "device",
-                 f"no GPU visible; linting as a GPU config ({', '.join(marks)} set), CPU checks skipped "
-                 "(--device cpu forces them).")
-    if device == "cpu":
+    report.device = resolve_device(cfg, gpu_info, device)
+    if device == "auto" and gpu_info is None and report.device == "gpu":
+        _add(report, INFO, "device",
+             f"no GPU visible; linting as a GPU config ({', '.join(gpu_markers(cfg))} set), CPU checks skipped "
+             "(--device cpu forces them).")
+    if report.device == "cpu":
         check_cpu_keys(cfg, report)
     check_memory(cfg, report, gpu_info)
     return report
+
+
+def resolve_device(cfg: dict[str, Any], gpu_info: GpuInfo | None, device: str = "auto") -> str:
+    """The one device decision `lint` and `train` share: "cpu"/"gpu" as given, or for "auto" gpu when
+    a GPU is visible or the config carries GPU-only keys (a GPU config prepared on a CPU host)."""
+    if device in ("cpu", "gpu"):
+        return device
+    if device != "auto":
+        raise ValueError(f"device must be auto, cpu or gpu, not {device!r}")
+    return "gpu" if gpu_info is not None or gpu_markers(cfg) else "cpu"
 
 
 def format_report(report: LintReport, config_path: str) -> str:

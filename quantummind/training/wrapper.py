@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from quantummind.training import training_log as tlog
 from quantummind.training.config import output_dir
-from quantummind.training.lint import LintReport, lint_config
+from quantummind.training.lint import ERROR, Finding, LintReport, format_report, lint_config
 from quantummind.training.memory import GpuInfo, visible_gpu
 
 logger = logging.getLogger(__name__)
@@ -75,11 +75,19 @@ def stream(cmd: list[str], env: dict[str, str], out: TextIO, tail_lines: int = 4
     return proc.wait(), "".join(tail)
 
 
-def train(config: str, cfg: dict[str, Any], extra: list[str], *, num_processes: int = 1,
+def train(config: str, cfg: dict[str, Any], extra: list[str], *, num_processes: int = 1, device: str = "auto",
           out: TextIO = sys.stdout) -> TrainResult:
+    """Lint with the device decision `lint` makes (resolve_device), print the report, and launch only
+    when it has no errors; a GPU config cannot be launched on a host without a GPU."""
     gpu = visible_gpu()
     on_gpu = gpu is not None
-    report = lint_config(cfg, gpu=gpu, device="gpu" if on_gpu else "cpu")
+    report = lint_config(cfg, gpu=gpu, device=device)
+    if report.device == "gpu" and not on_gpu:
+        report.findings.append(Finding(ERROR, "device", "no GPU visible and this is a GPU config: train it on a "
+                                       "GPU host, or make it a CPU config (configs/tiny-cpu.yaml) and pass "
+                                       "--device cpu."))
+    out.write(format_report(report, config) + "\n")
+    out.flush()
     if report.errors:
         return TrainResult(1, 0.0, None, None, None, report)
     cmd = build_train_command(config, extra, cfg=cfg, on_gpu=on_gpu, num_processes=num_processes)

@@ -182,8 +182,10 @@ def test_compare_end_to_end_exit_codes_and_fields(tmp_path):
     assert _compare(da, db, tmp_path / "c4").returncode == 1
     assert _compare(da, db, tmp_path / "c4", "--require-significant").returncode == 1
 
-    # identical runs: p = 1, not significant, exit 1 (B is not better)
-    p = _compare(da, da, tmp_path / "c5", "--require-significant")
+    # identical runs (a copy: the same directory twice is refused): p = 1, not significant, exit 1
+    import shutil
+
+    p = _compare(da, shutil.copytree(da, tmp_path / "A3-copy"), tmp_path / "c5", "--require-significant")
     assert p.returncode == 1
     comp = yaml.safe_load((tmp_path / "c5" / "comparison.yaml").read_text())
     assert all(comp["metrics"][m]["paired"]["p_value"] == 1.0 and comp["metrics"][m]["significant"] is False

@@ -107,3 +107,12 @@ def test_server_killed_mid_run_keeps_what_was_received(tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.mark.slow
+def test_base_url_without_v1_hints_at_v1(vllm_server, tmp_path):
+    """Issue 23: a base URL without /v1 gets vLLM's 404 for /models; the line says what to type instead."""
+    bare = vllm_server.base_url.removesuffix("/v1")
+    p = subprocess.run(_run_args(bare, tmp_path / "x"), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "HTTP 404" in p.stderr and f"did you mean {bare}/v1" in p.stderr, p.stderr

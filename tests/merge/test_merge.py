@@ -316,8 +316,12 @@ def test_refuses_non_empty_output_without_force(three_ckpts, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     proc = run_cli(three_ckpts.config, "--output", out)
-    assert proc.returncode == 1 and "--force" in proc.stderr
+    assert proc.returncode == 2 and "--force" in proc.stderr
     assert (out / "keep.txt").read_text() == "mine"
+    proc = run_cli(three_ckpts.config, "--output", out, "--force")  # no merge wrote it: kept
+    assert proc.returncode == 2 and "no merge wrote it" in proc.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "merge_report.json").write_text("{}")  # an earlier merge's output is replaced
     proc = run_cli(three_ckpts.config, "--output", out, "--force")
     assert proc.returncode == 0, proc.stderr
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
@@ -372,7 +376,7 @@ def test_bad_input_errors(three_ckpts, tmp_path):
     with pytest.raises(MergeError, match="only lora/qlora"):
         merge(cfg)
     proc = run_cli(three_ckpts.config, "--output", tmp_path / "m", "--max-shard-size", "lots")
-    assert proc.returncode == 1 and "bad size" in proc.stderr
+    assert proc.returncode == 2 and "bad size" in proc.stderr
 
 
 def test_merge_path_imports_no_training_stack():
@@ -418,4 +422,4 @@ def test_relative_paths_resolve_against_cwd(three_ckpts, tmp_path, monkeypatch):
     report = json.loads((work / "merged" / "out" / "merge_report.json").read_text())
     assert report["checkpoint"] == str(work / "ckpts" / "my-run" / "checkpoint-4")
     proc = run_cli("cfg2.yaml", cwd=work)
-    assert proc.returncode == 1 and proc.stderr.startswith("error:") and "YAML" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "YAML" in proc.stderr

@@ -75,7 +75,7 @@ def test_compute_dtype_defaults_to_the_training_dtype(tiny_model_dir, tmp_path):
 def test_unknown_compute_dtype_is_an_error(bad, tiny_model_dir, tmp_path):
     cfg = qlora_run(tiny_model_dir, tmp_path / "run", bnb_4bit_compute_dtype=bad)
     proc = run_cli(cfg, "--output", tmp_path / "m")
-    assert proc.returncode == 1, proc.stdout
+    assert proc.returncode == 2, proc.stdout
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and f"bnb_4bit_compute_dtype {bad!r} is not supported" in last, proc.stderr
     assert "bfloat16, float16, float32" in last
