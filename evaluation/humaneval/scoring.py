@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from evaluation.extract import syntax_ok
 from evaluation.failures import EXCLUDED as EXCLUDED_FAILURE
 from evaluation.humaneval.assemble import build_program
 from evaluation.humaneval.tasks import Task, check_variant, exclusions, load_tasks, tasks_by_id
 from evaluation.sandbox import MiB, SandboxLimits, run_jobs
+
+if TYPE_CHECKING:
+    from evaluation.session import SandboxSession
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,37 @@ def _result(s: Sample, passed: bool, failure: str | None, error: str | None, sec
             "exec_seconds": secs}
 
 
+def humaneval_cfg(workers: int | None = None, limits: SandboxLimits | None = None) -> dict[str, Any]:
+    """The fork server's cfg for HumanEval jobs (a kept-alive session is started with it)."""
+    return {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or default_limits()),
+            "kinds": ["humaneval"]}
+
+
+def run_programs(jobs: list[dict], *, workers: int | None = None, limits: SandboxLimits | None = None,
+                 progress: bool = False, info: dict | None = None,
+                 session: SandboxSession | None = None) -> Iterator[tuple[Any, dict]]:
+    """(id, sandbox result) of each {"id", "code"} program run as a HumanEval job: through `session`
+    (started with humaneval_cfg of the same limits) or a fresh fork server."""
+    jobs = [{"id": j["id"], "kind": "humaneval", "code": j["code"]} for j in jobs]
+    if not jobs:
+        return iter(())
+    cfg = humaneval_cfg(workers, limits)
+    if session is None:
+        return run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info)
+    if session.cfg.get("limits") != cfg["limits"] or "humaneval" not in (session.cfg.get("kinds") or []):
+        raise ValueError("sandbox session was started with other settings (limits or kinds) than HumanEval scoring")
+    if info is not None:
+        info.update(session.isolation)
+    return iter(session.run(jobs).items())
+
+
 def score_samples(samples: list[Sample], variant: str, *, workers: int | None = None,
                   limits: SandboxLimits | None = None, progress: bool = False, info: dict | None = None,
-                  run_excluded: bool = False, excluded: dict[str, str] | None = None) -> list[dict]:
+                  run_excluded: bool = False, excluded: dict[str, str] | None = None,
+                  session: SandboxSession | None = None) -> list[dict]:
     """Results in input order. Excluded tasks get failure "excluded" without running, unless run_excluded
-    (the `canonical` check): then they run and the reason notes whether the solution passed anyway."""
+    (the `canonical` check): then they run and the reason notes whether the solution passed anyway.
+    `session`: a kept-alive fork server started with `humaneval_cfg` (same limits)."""
     tasks: dict[str, Task] = tasks_by_id(check_variant(variant))
     excluded = exclusions() if excluded is None else excluded
     results: list[dict | None] = []
@@ -103,12 +132,11 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
         if not ok:
             results.append(_result(s, False, "syntax_error", f"{err} ({prog.shape})", None))
             continue
-        jobs.append({"id": i, "kind": "humaneval", "code": prog.code})
+        jobs.append({"id": i, "code": prog.code})
         results.append(None)
     if jobs:
-        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or default_limits()),
-               "kinds": ["humaneval"]}
-        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info):
+        for job_id, out in run_programs(jobs, workers=workers, limits=limits, progress=progress, info=info,
+                                        session=session):
             s = samples[job_id]
             res = _result(s, bool(out.get("passed")), out.get("failure"), out.get("error"), out.get("exec_seconds"))
             if s.task_id in excluded:
