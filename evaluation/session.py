@@ -29,6 +29,10 @@ from evaluation.sandbox import SandboxError, scrubbed_env
 log = logging.getLogger(__name__)
 
 
+class _DiedIdle(SandboxError):
+    """The server was dead before it answered anything of this call."""
+
+
 class SandboxSession:
     """One fork server with a fixed cfg, started on first use and reused; thread-safe (one call at a time)."""
 
@@ -118,37 +122,47 @@ class SandboxSession:
     # -- jobs ----------------------------------------------------------------------------------------
 
     def run(self, jobs: list[dict]) -> dict[Any, dict]:
-        """Run `jobs` (each with an `id` unique within the call); {id: result} once all are back."""
+        """Run `jobs` (each with an `id` unique within the call); {id: result} once all are back. A server
+        found dead before it returned anything of this call (it died between calls) is restarted once."""
         ids = [job["id"] for job in jobs]
         if len(set(ids)) != len(ids):
             raise ValueError("job ids must be unique within one call")
         if not jobs:
             return {}
         with self._lock:
-            proc = self._ensure()
-            wire: dict[int, Any] = {}
-            lines = []
-            for job in jobs:
-                wire[self._next] = job["id"]
-                lines.append(json.dumps({**job, "id": self._next}) + "\n")
-                self._next += 1
             try:
-                feeder = threading.Thread(target=self._feed, args=(proc, "".join(lines).encode()), daemon=True)
-                feeder.start()
-                results: dict[Any, dict] = {}
-                while len(results) < len(jobs):
-                    line = proc.stdout.readline()
-                    if not line:
-                        raise SandboxError(f"sandbox server died after {len(results)}/{len(jobs)} jobs "
-                                           f"(status {proc.wait()})")
-                    out = json.loads(line)
-                    key = out.pop("id")
-                    if key in wire:  # anything else is a stale line of an aborted call: never reached here
-                        results[wire.pop(key)] = out
-                feeder.join()
-            except BaseException:
-                self._abort()
-                raise
+                return self._run_once(jobs)
+            except _DiedIdle as exc:
+                log.warning("sandbox session: the fork server died (%s); starting a new one", exc)
+                return self._run_once(jobs)
+
+    def _run_once(self, jobs: list[dict]) -> dict[Any, dict]:
+        proc = self._ensure()
+        wire: dict[int, Any] = {}
+        lines = []
+        for job in jobs:
+            wire[self._next] = job["id"]
+            lines.append(json.dumps({**job, "id": self._next}) + "\n")
+            self._next += 1
+        results: dict[Any, dict] = {}
+        try:
+            feeder = threading.Thread(target=self._feed, args=(proc, "".join(lines).encode()), daemon=True)
+            feeder.start()
+            while len(results) < len(jobs):
+                line = proc.stdout.readline()
+                if not line:
+                    status = proc.wait()
+                    if not results:
+                        raise _DiedIdle(f"status {status}")
+                    raise SandboxError(f"sandbox server died after {len(results)}/{len(jobs)} jobs (status {status})")
+                out = json.loads(line)
+                key = out.pop("id")
+                if key in wire:  # ids of this call only (an aborted call's server is never reused)
+                    results[wire.pop(key)] = out
+            feeder.join()
+        except BaseException:
+            self._abort()
+            raise
         return results
 
     @staticmethod
