@@ -29,6 +29,20 @@ from evaluation.sandbox import SandboxError, scrubbed_env
 log = logging.getLogger(__name__)
 
 
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """Wait `grace_s` for the server to exit on its own, then SIGTERM (it removes its dirs and cgroups),
+    then SIGKILL."""
+    for signal_it in (None, proc.terminate, proc.kill):
+        if signal_it is not None:
+            signal_it()
+        try:
+            proc.wait(timeout=grace_s if signal_it is None else 5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+
+
 class _DiedIdle(SandboxError):
     """The server was dead before it answered anything of this call."""
 
@@ -90,28 +104,15 @@ class SandboxSession:
             proc.stdin.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc, grace_s=10)
         if proc.stdout:
             proc.stdout.close()
 
     def _abort(self) -> None:
         """The server broke mid-call or the caller was interrupted: kill it (its forks die with it)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _stop(proc, grace_s=0)
 
     def __enter__(self) -> SandboxSession:
         return self

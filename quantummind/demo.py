@@ -145,21 +145,32 @@ def read_rates(eval_dir: Path) -> dict[str, float | None]:
     return {key: None if log.get(key) is None else float(log[key]) for key, _, _ in METRICS}
 
 
+def fresh_run_dir(s: DemoSettings, stale: tuple[str, ...]) -> Path:
+    """The run directory, absolute (servers and subprocesses must agree on where things are), without the
+    outputs of an earlier run."""
+    s.run_dir = s.run_dir.resolve()
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        shutil.rmtree(s.run_dir / name, ignore_errors=True)
+    return s.run_dir
+
+
+def build_model_and_data(p: Pipeline, s: DemoSettings) -> None:
+    """The first two steps of both demos: the tiny base model and the verified SFT dataset."""
+    p.step("build the tiny base model", [p.py, "fine-tuning/build_tiny_model.py", "--out", s.run_dir / "base-model",
+                                         "--seed", s.seed])
+    p.step("generate a small verified dataset", [p.py, "fine-tuning/prepare_dataset.py", "--out", s.run_dir / "data",
+                                                 "--num-examples", s.num_examples, "--style", "simple",
+                                                 "--seed", s.seed])
+
+
 def run_demo(s: DemoSettings) -> DemoResult:
     t_start = time.monotonic()
-    s.run_dir = s.run_dir.resolve()  # servers and subprocesses must agree on where things are
-    run = s.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    for stale in ("checkpoints", "prepared", "merged", "eval", "compare"):
-        shutil.rmtree(run / stale, ignore_errors=True)
+    run = fresh_run_dir(s, ("checkpoints", "prepared", "merged", "eval", "compare"))
     p = Pipeline(s, total_steps=10)
     py = p.py
     try:
-        p.step("build the tiny base model", [py, "fine-tuning/build_tiny_model.py", "--out", run / "base-model",
-                                             "--seed", s.seed])
-        p.step("generate a small verified dataset", [py, "fine-tuning/prepare_dataset.py", "--out", run / "data",
-                                                     "--num-examples", s.num_examples, "--style", "simple",
-                                                     "--seed", s.seed])
+        build_model_and_data(p, s)
         config = write_run_config(run)
         p.step("lint the training config", [py, "fine-tuning/train.py", "lint", config])
         p.step("train with axolotl (LoRA, CPU)", [py, "fine-tuning/train.py", "train", config])
@@ -189,19 +200,11 @@ def run_demo(s: DemoSettings) -> DemoResult:
 def run_demo_rl(s: DemoSettings) -> DemoResult:
     """Short SFT -> GRPO with circuit_reward -> both evaluated on the same prompts and seed -> compared."""
     t_start = time.monotonic()
-    s.run_dir = s.run_dir.resolve()
-    run = s.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    for stale in ("checkpoints", "prepared", "prepared-grpo", "sft", "grpo", "eval", "compare"):
-        shutil.rmtree(run / stale, ignore_errors=True)
+    run = fresh_run_dir(s, ("checkpoints", "prepared", "prepared-grpo", "sft", "grpo", "eval", "compare"))
     p = Pipeline(s, total_steps=13)
     py = p.py
     try:
-        p.step("build the tiny base model", [py, "fine-tuning/build_tiny_model.py", "--out", run / "base-model",
-                                             "--seed", s.seed])
-        p.step("generate a small verified SFT dataset", [py, "fine-tuning/prepare_dataset.py", "--out", run / "data",
-                                                         "--num-examples", s.num_examples, "--style", "simple",
-                                                         "--seed", s.seed])
+        build_model_and_data(p, s)
         # Deliberately short: a model that sometimes gets it right leaves GRPO something to reward.
         config = write_run_config(run, max_steps=s.sft_steps, eval_steps=max(1, s.sft_steps // 2),
                                   save_steps=max(1, s.sft_steps // 2), logging_steps=5)

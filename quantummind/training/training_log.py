@@ -226,14 +226,19 @@ def plot_reward_curve(output_dir: Path, history: list[dict[str, Any]], path: Pat
         verified = [(r["step"], r["verified_fraction"]) for r in rows if r["verified_fraction"] is not None]
         if verified:
             ax.plot(*zip(*verified), color="tab:purple", lw=1.2, ls="--", label="verified fraction")
+    return _save_plot(fig, ax, "reward", path or Path(output_dir) / "reward_curve.png", Path(output_dir).name)
+
+
+def _save_plot(fig: Any, ax: Any, what: str, out: Path, run_name: str) -> Path:
     ax.set_xlabel("step")
-    ax.set_ylabel("reward")
-    ax.set_title(f"{Path(output_dir).name}: reward")
+    ax.set_ylabel(what)
+    ax.set_title(f"{run_name}: {what}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = path or Path(output_dir) / "reward_curve.png"
     fig.savefig(out)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     return out
 
@@ -269,13 +274,4 @@ def plot_loss_curve(output_dir: Path, path: Path | None = None, *, history: list
         ax.scatter([best.step], [best.eval_loss], s=160, marker="*", color="tab:red", zorder=5,
                    label=f"best checkpoint (step {best.step}, {best.eval_loss:.3f})")
     ax.axhline(LOSS_WARNING_THRESHOLD, color="grey", ls=":", lw=1, label="seed threshold 0.5")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{Path(output_dir).name}: loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = path or Path(output_dir) / "loss_curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save_plot(fig, ax, "loss", path or Path(output_dir) / "loss_curve.png", Path(output_dir).name)
