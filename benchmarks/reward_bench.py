@@ -1,5 +1,5 @@
 """GRPO reward latency: a GRPO-sized batch (64 completions) scored by quantummind.rewards.circuit_reward through
-the kept-alive sandbox (evaluation.session) against a fresh `score_replies` call per batch (a new fork server
+the kept-alive sandbox (evaluation.sandbox.Session) against a fresh `score_replies` call per batch (a new fork server
 each time, what the reward would cost without the session), side by side in one run.
 
     .venv/bin/python benchmarks/reward_bench.py [--num 64] [--batches 3] [--workers 2]
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from score_bench import STYLES  # noqa: E402  (benchmarks/ is sys.path[0])
+from evaluation.sandbox import Session  # noqa: E402
 from evaluation.scoring import circuit_cfg, score_replies  # noqa: E402
-from evaluation.session import SandboxSession  # noqa: E402
 from quantummind.rewards import circuit_reward, grade_circuit  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--num, --batches and --workers must be >= 1")
     fresh_s: list[float] = []
     kept_s: list[float] = []
-    with SandboxSession(circuit_cfg(workers=args.workers)) as session:
+    with Session(circuit_cfg(workers=args.workers)) as session:
         comps, cols = make_batch(args.num, seed=0)
         t0 = time.perf_counter()
         first = circuit_reward(None, comps, session=session, **cols)

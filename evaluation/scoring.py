@@ -20,7 +20,7 @@ from evaluation.sandbox import SandboxLimits, run_jobs
 from evaluation.sandbox.preload import REPLY_STACK, modules_used
 
 if TYPE_CHECKING:
-    from evaluation.session import SandboxSession
+    from evaluation.sandbox import Session
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def circuit_cfg(*, workers: int | None = None, limits: SandboxLimits | None = No
     return cfg
 
 
-def _check_session(session: SandboxSession, cfg: dict[str, Any], kind: str) -> None:
+def _check_session(session: Session, cfg: dict[str, Any], kind: str) -> None:
     """A session scores exactly as a fresh server would, or not at all."""
     differ = [k for k in VERDICT_CFG_KEYS if session.cfg.get(k) != cfg.get(k)]
     if differ or kind not in (session.cfg.get("kinds") or [kind]):
@@ -100,9 +100,9 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
                   progress: bool = False, limits: SandboxLimits | None = None, bp_threshold: float | None = None,
                   bp_samples: int = BP_NUM_SAMPLES, seed: int = 0, max_depth: int = MAX_DEPTH,
                   info: dict | None = None, bp_rule: str = BP_RULE,
-                  session: SandboxSession | None = None) -> list[dict]:
+                  session: Session | None = None) -> list[dict]:
     """Results in input order. `info`, if given, receives the sandbox's isolation report. `session`: a
-    kept-alive fork server (evaluation.session) started with `circuit_cfg(...)` of the same settings;
+    kept-alive fork server (evaluation.sandbox.Session) started with `circuit_cfg(...)` of the same settings;
     its `workers` are used, and the verdicts are the ones a fresh server gives."""
     if bp_rule not in BP_RULES:
         raise ValueError(f"unknown BP rule {bp_rule!r}; expected one of {', '.join(BP_RULES)}")

@@ -26,7 +26,7 @@ in HumanEval), each assert run as its own program through the HumanEval judge ki
 13-gram with a Qiskit HumanEval prompt or canonical solution are refused: the benchmark is never a
 training set.
 
-One kept-alive fork server per judge kind and training process (evaluation.session.SandboxSession),
+One kept-alive fork server per judge kind and training process (evaluation.sandbox.Session),
 started on the first call, shut down at exit, restarted with a logged warning if it died. Its workers:
 QM_REWARD_WORKERS, else the CPU count.
 """
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from evaluation.failures import JUDGE_ERROR
-from evaluation.session import SandboxSession
+from evaluation.sandbox import Session
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ NO_CODE_FAILURES = ("no_code", "syntax_error")
 CRASH_FAILURES = ("removed_api", "missing_module", "needs_network", "runtime_error", "timeout", "resource_limit",
                   "sandbox_denied")
 
-_sessions: dict[str, SandboxSession] = {}
+_sessions: dict[str, Session] = {}
 
 
 def reward_workers() -> int:
@@ -79,7 +79,7 @@ def reward_workers() -> int:
     return os.cpu_count() or 1
 
 
-def session_for(kind: str) -> SandboxSession:
+def session_for(kind: str) -> Session:
     """The process's kept-alive fork server for `kind` ("circuit" or "humaneval"), created on first use."""
     if kind not in _sessions:
         if kind == "circuit":
@@ -92,7 +92,7 @@ def session_for(kind: str) -> SandboxSession:
             cfg = humaneval_cfg(workers=reward_workers())
         else:
             raise ValueError(f"unknown judge kind {kind!r}")
-        _sessions[kind] = SandboxSession(cfg)
+        _sessions[kind] = Session(cfg)
     return _sessions[kind]
 
 
@@ -167,7 +167,7 @@ def _log_components(results: list[dict], rewards: list[float | None], log_metric
 
 
 def score_completions(completions: list[Any], hamiltonian: list[str], num_qubits: list[int],
-                      constraint: list[str] | None = None, session: SandboxSession | None = None) -> list[dict]:
+                      constraint: list[str] | None = None, session: Session | None = None) -> list[dict]:
     """score_replies results for the completions, through the kept-alive circuit session."""
     from evaluation.scoring import score_replies
 

@@ -17,7 +17,7 @@ from evaluation.humaneval.tasks import Task, check_variant, exclusions, load_tas
 from evaluation.sandbox import MiB, SandboxLimits, run_jobs
 
 if TYPE_CHECKING:
-    from evaluation.session import SandboxSession
+    from evaluation.sandbox import Session
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def humaneval_cfg(workers: int | None = None, limits: SandboxLimits | None = Non
 
 def run_programs(jobs: list[dict], *, workers: int | None = None, limits: SandboxLimits | None = None,
                  progress: bool = False, info: dict | None = None,
-                 session: SandboxSession | None = None) -> Iterator[tuple[Any, dict]]:
+                 session: Session | None = None) -> Iterator[tuple[Any, dict]]:
     """(id, sandbox result) of each {"id", "code"} program run as a HumanEval job: through `session`
     (started with humaneval_cfg of the same limits) or a fresh fork server."""
     jobs = [{"id": j["id"], "kind": "humaneval", "code": j["code"]} for j in jobs]
@@ -111,7 +111,7 @@ def run_programs(jobs: list[dict], *, workers: int | None = None, limits: Sandbo
 def score_samples(samples: list[Sample], variant: str, *, workers: int | None = None,
                   limits: SandboxLimits | None = None, progress: bool = False, info: dict | None = None,
                   run_excluded: bool = False, excluded: dict[str, str] | None = None,
-                  session: SandboxSession | None = None) -> list[dict]:
+                  session: Session | None = None) -> list[dict]:
     """Results in input order. Excluded tasks get failure "excluded" without running, unless run_excluded
     (the `canonical` check): then they run and the reason notes whether the solution passed anyway.
     `session`: a kept-alive fork server started with `humaneval_cfg` (same limits)."""

@@ -1,4 +1,4 @@
-"""Issue 20: the judge as a GRPO reward (quantummind.rewards) through a kept-alive sandbox (evaluation.session).
+"""Issue 20: the judge as a GRPO reward (quantummind.rewards) through a kept-alive sandbox (evaluation.sandbox.Session).
 
 Labelled replies written as Qwen2.5-Coder / Llama-3.1 answer (prose + one fence), labels fixed before
 running; hostile replies (the forgery corpus of issue 10 and the verdict-channel / judge-crash holes of
@@ -7,12 +7,12 @@ issue 17) must earn no more than their true verdict. One kept-alive session per 
 import logging
 import os
 import signal
+import time
 
 import pytest
 
-from evaluation.sandbox import SandboxLimits
+from evaluation.sandbox import SandboxLimits, Session
 from evaluation.scoring import circuit_cfg, score_replies
-from evaluation.session import SandboxSession
 from quantummind import rewards
 from quantummind.rewards import CIRCUIT_WEIGHTS as W
 from quantummind.rewards import circuit_reward, grade_circuit, split_asserts, unit_test_reward
@@ -106,7 +106,7 @@ qc.append(GlobalPhaseGate(0.3), [])
 
 @pytest.fixture(scope="module")
 def session():
-    with SandboxSession(circuit_cfg(workers=2)) as s:
+    with Session(circuit_cfg(workers=2)) as s:
         yield s
 
 
@@ -176,9 +176,8 @@ def test_forged_replies_earn_no_more_than_their_true_verdict(session, name):
     assert got <= cap + 1e-9, (name, got)
 
 
-@pytest.mark.xfail(reason="issue 17 hole 1 (verdict channel writable by the reply): closed by the lead's sandbox "
-                   "package merge; remove this mark then", strict=True)
 def test_forged_header_then_crash_earns_a_crash(session):
+    """Issue 17 hole 1: fails on the sandbox before the package (the forged header earned 1.0)."""
     got = circuit_reward(None, [fence(FORGED_HEADER), QWEN_HEA], session=session, **_kw(2))
     assert got[0] is not None and got[0] <= W.crashed and got[1] == pytest.approx(1.0)
 
@@ -194,21 +193,48 @@ def test_judge_error_is_none_never_zero(monkeypatch):
     """TEST-ONLY judge fault (cfg["_fault_judge"], the hook of test_eval_judge_faults.py): the first job
     of the session raises in the judge; the reward is None, the reply after it is scored."""
     cfg = dict(circuit_cfg(workers=1), _fault_judge={"0": "raise"})
-    with SandboxSession(cfg) as faulty:
+    with Session(cfg) as faulty:
         got = circuit_reward(None, [QWEN_HEA, QWEN_HEA], session=faulty, **_kw(2))
     assert got[0] is None and got[1] == pytest.approx(1.0)
     assert grade_circuit({"judge_error": "x", "verification_pass": True}) is None
 
 
+def _server_pids() -> list[int]:
+    """This process's fork servers (`python -m evaluation.sandbox`), read from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and stat[0] != "Z" and b"evaluation.sandbox" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def test_dead_server_restarts_with_a_warning(caplog):
-    with SandboxSession(circuit_cfg(workers=1)) as s:
+    before = set(_server_pids())
+    with Session(circuit_cfg(workers=1)) as s:
         assert circuit_reward(None, [QWEN_HEA], session=s, **_kw(1)) == [pytest.approx(1.0)]
-        first = s.pid
+        (first,) = set(_server_pids()) - before
         os.killpg(first, signal.SIGKILL)  # the fork server (its own session) and its forks
-        with caplog.at_level(logging.WARNING, logger="evaluation.session"):
+        deadline = time.monotonic() + 10
+        while _state(first) not in ("Z", None) and time.monotonic() < deadline:  # dead before the next call
+            time.sleep(0.05)
+        with caplog.at_level(logging.WARNING, logger="evaluation.sandbox.client"):
             assert circuit_reward(None, [QWEN_HEA], session=s, **_kw(1)) == [pytest.approx(1.0)]
-        assert s.starts == 2 and s.pid != first
-        assert any("died" in r.getMessage() for r in caplog.records)
+        assert s.starts == 2 and set(_server_pids()) - before - {first}
+        assert any("starting a new one" in r.getMessage() for r in caplog.records)
 
 
 def test_lazy_module_session_is_reused_and_closed(monkeypatch):
@@ -217,12 +243,12 @@ def test_lazy_module_session_is_reused_and_closed(monkeypatch):
     try:
         circuit_reward(None, [NO_PARAMS], **_kw(1))
         s = rewards.session_for("circuit")
-        assert s.alive and s.starts == 1 and s.cfg["workers"] == 1
+        assert s.starts == 1 and s.cfg["workers"] == 1 and len(_server_pids()) == 1
         circuit_reward(None, [NO_PARAMS], **_kw(1))
         assert s.starts == 1
     finally:
         rewards.close_sessions()
-    assert not s.alive
+    assert _server_pids() == []
 
 
 def test_bad_workers_env_is_one_line(monkeypatch):
@@ -251,7 +277,7 @@ ADD_PROMPT = 'def add(a: int, b: int) -> int:\n    """Return the sum of a and b.
 def he_session():
     from evaluation.humaneval.scoring import humaneval_cfg
 
-    with SandboxSession(humaneval_cfg(workers=2)) as s:
+    with Session(humaneval_cfg(workers=2)) as s:
         yield s
 
 
