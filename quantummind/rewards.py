@@ -13,7 +13,8 @@ circuit_reward: the circuit judge's verdict (evaluation.scoring.score_replies, e
 
     no code / syntax error                            0.00
     code that fails to run (exception, timeout, ...)  0.05
-    code that runs, but no circuit of the asked size  0.15
+    code that runs, but builds no circuit             0.15
+    a circuit of another size than asked              0.25
     a circuit with the asked qubit count, unverified  0.35
     verified                                          0.60
     + barren-plateau free (decided by the BP rule)    0.30
@@ -52,6 +53,7 @@ class CircuitWeights:
     """The graded circuit reward; the one place its numbers live."""
     crashed: float = 0.05
     runs: float = 0.15
+    circuit: float = 0.25  # a circuit, but not of the asked qubit count
     qubits: float = 0.35
     verified: float = 0.60
     bp_free: float = 0.30
@@ -148,10 +150,10 @@ def grade_circuit(result: dict, weights: CircuitWeights = CIRCUIT_WEIGHTS) -> fl
         return 0.0
     if failure in CRASH_FAILURES:
         return weights.crashed
-    expected = result.get("num_qubits")
-    if expected is not None and result.get("num_qubits_found") == expected:
-        return weights.qubits
-    return weights.runs
+    found = result.get("num_qubits_found")
+    if found is None:
+        return weights.runs
+    return weights.qubits if found == result.get("num_qubits") else weights.circuit
 
 
 def _log_components(results: list[dict], rewards: list[float | None], log_metric: Callable | None) -> None:

@@ -83,7 +83,8 @@ LABELLED = {
     "qwen_hea_verified_ry_cx": (QWEN_HEA, W.verified + W.bp_free + W.constraint),
     "llama_h_rz_breaks_constraint": (LLAMA_H_RZ, W.verified + W.bp_free),
     "llama_removed_api_crashes": (LLAMA_OLD_API, W.crashed),
-    "three_qubits_for_four": (WRONG_SIZE, W.runs),
+    "three_qubits_for_four": (WRONG_SIZE, W.circuit),
+    "runs_but_builds_nothing": (fence("import math\nangle = math.pi / 4\nprint(angle)\n"), W.runs),
     "four_qubits_no_parameters": (NO_PARAMS, W.qubits),
     "no_code": (NO_CODE, 0.0),
 }
@@ -134,12 +135,13 @@ def test_monotone_every_verified_above_every_unverified(labelled):
     others = [v for k, v in got.items() if k not in ("qwen_hea_verified_ry_cx", "llama_h_rz_breaks_constraint")]
     assert min(verified) > max(others)
     # and by construction of the weights, whatever the bonuses
-    assert W.verified > max(W.qubits, W.runs, W.crashed)
+    assert W.verified > max(W.qubits, W.circuit, W.runs, W.crashed)
+    assert 0 < W.crashed < W.runs < W.circuit < W.qubits < W.verified
 
 
 def test_components_logged_per_batch(labelled):
     metrics = labelled[1]
-    assert metrics["circuit/verified"] == pytest.approx(2 / 6)
+    assert metrics["circuit/verified"] == pytest.approx(2 / len(LABELLED))
     assert metrics["circuit/judge_error"] == 0.0
 
 
