@@ -215,9 +215,10 @@ def run_demo_rl(s: DemoSettings) -> DemoResult:
                                             "--force"])
         p.step("write RL prompts", [py, "fine-tuning/prepare_dataset.py", "--rl", "--out", run / "rl-data",
                                     "--num-examples", s.num_rl_prompts, "--seed", s.seed])
-        # Completions as long as the evaluation's replies (none cut short, unlike the config's test-sized 192),
-        # 8 per prompt, 2 prompts per step.
-        grpo = write_grpo_config(run, run / "sft", trl={"max_completion_length": s.max_tokens, "num_generations": 8},
+        # Completions sampled as the evaluation samples replies (its length, its temperature 0.7), 8 per prompt,
+        # 2 prompts per step; a KL term keeps the policy near the SFT model it starts from.
+        grpo = write_grpo_config(run, run / "sft", trl={"max_completion_length": s.max_tokens, "num_generations": 8,
+                                                        "temperature": 0.7, "beta": 0.04},
                                  micro_batch_size=8, gradient_accumulation_steps=2, max_steps=s.grpo_steps,
                                  save_steps=max(1, s.grpo_steps // 4), learning_rate=0.0005, seed=s.seed)
         p.step("lint the GRPO config", [py, "fine-tuning/train.py", "lint", grpo])
