@@ -166,6 +166,33 @@ def build_model_and_data(p: Pipeline, s: DemoSettings) -> None:
                                                  "--seed", s.seed])
 
 
+def serve_evaluate_compare(p: Pipeline, s: DemoSettings, a: tuple[str, str, Path, str],
+                           b: tuple[str, str, Path, str]) -> None:
+    """Serve models A and B (each: eval dir name, title, model dir, served name), evaluate both on the same
+    prompts and seed, stop the servers, compare A vs B (Wilson + exact McNemar) into run_dir/compare."""
+    urls = [p.serve(f"serve the {title} with vLLM", model_dir, name) for _, title, model_dir, name in (a, b)]
+    common = ["--num-tests", s.num_tests, "--max-tokens", s.max_tokens, "--concurrency", s.concurrency,
+              "--seed", s.seed]
+    for (key, title, _, name), url in zip((a, b), urls):
+        # Exit status 1 means "targets not met": expected for a tiny model, not a failure.
+        p.step(f"evaluate the {title}", [p.py, "-m", "evaluation", "run", "--base-url", url, "--model", name,
+                                         "--out", s.run_dir / "eval" / key, *common], ok_codes=(0, 1))
+    p.stop_servers()
+    label = {"base": "base", "finetuned": "fine-tuned"}
+    p.step(f"compare {label.get(a[0], a[1].split()[0])} vs {label.get(b[0], b[1].split()[0])}",
+           [p.py, "-m", "evaluation", "compare", s.run_dir / "eval" / a[0], s.run_dir / "eval" / b[0],
+            "--out", s.run_dir / "compare"], ok_codes=(0, 1))
+
+
+def collect_result(p: Pipeline, a: str, b: str, t_start: float, extra_plots: list[Path] | None = None) -> DemoResult:
+    """The rates of eval/<a> (shown as the first model) and eval/<b>, the comparison and its plots."""
+    run = p.s.run_dir
+    rates = {"base": read_rates(run / "eval" / a), "fine-tuned": read_rates(run / "eval" / b)}
+    plots = sorted((run / "compare").glob("*.png")) + list(extra_plots or [])
+    comparison = yaml.safe_load((run / "compare" / "comparison.yaml").read_text())
+    return DemoResult(rates, plots, time.monotonic() - t_start, p.step_seconds, comparison)
+
+
 def run_demo(s: DemoSettings) -> DemoResult:
     t_start = time.monotonic()
     run = fresh_run_dir(s, ("checkpoints", "prepared", "merged", "eval", "compare"))
@@ -178,25 +205,11 @@ def run_demo(s: DemoSettings) -> DemoResult:
         p.step("train with axolotl (LoRA, CPU)", [py, "fine-tuning/train.py", "train", config])
         p.step("merge the best checkpoint", [py, "fine-tuning/merge_adapter.py", config, "--output", run / "merged",
                                              "--force"])
-        base_url = p.serve("serve the base model with vLLM", run / "base-model", "tiny-base")
-        tuned_url = p.serve("serve the fine-tuned model with vLLM", run / "merged", "tiny-finetuned")
-        common = ["--num-tests", s.num_tests, "--max-tokens", s.max_tokens, "--concurrency", s.concurrency,
-                  "--seed", s.seed]
-        # Exit status 1 means "targets not met": expected for a tiny model, not a failure.
-        p.step("evaluate the base model", [py, "-m", "evaluation", "run", "--base-url", base_url, "--model",
-                                           "tiny-base", "--out", run / "eval" / "base", *common], ok_codes=(0, 1))
-        p.step("evaluate the fine-tuned model", [py, "-m", "evaluation", "run", "--base-url", tuned_url,
-                                                 "--model", "tiny-finetuned", "--out", run / "eval" / "finetuned",
-                                                 *common], ok_codes=(0, 1))
-        p.stop_servers()
-        p.step("compare base vs fine-tuned", [py, "-m", "evaluation", "compare", run / "eval" / "base",
-                                              run / "eval" / "finetuned", "--out", run / "compare"], ok_codes=(0, 1))
+        serve_evaluate_compare(p, s, ("base", "base model", run / "base-model", "tiny-base"),
+                               ("finetuned", "fine-tuned model", run / "merged", "tiny-finetuned"))
     finally:
         p.stop_servers()
-    rates = {"base": read_rates(run / "eval" / "base"), "fine-tuned": read_rates(run / "eval" / "finetuned")}
-    plots = sorted((run / "compare").glob("*.png"))
-    comparison = yaml.safe_load((run / "compare" / "comparison.yaml").read_text())
-    return DemoResult(rates, plots, time.monotonic() - t_start, p.step_seconds, comparison)
+    return collect_result(p, "base", "finetuned", t_start)
 
 
 def run_demo_rl(s: DemoSettings) -> DemoResult:
@@ -226,23 +239,11 @@ def run_demo_rl(s: DemoSettings) -> DemoResult:
         p.step("merge the GRPO checkpoint selected by reward", [py, "fine-tuning/merge_adapter.py", grpo,
                                                                 "--select-by", "reward", "--output", run / "grpo",
                                                                 "--force"])
-        sft_url = p.serve("serve the SFT model with vLLM", run / "sft", "tiny-sft")
-        grpo_url = p.serve("serve the GRPO model with vLLM", run / "grpo", "tiny-grpo")
-        common = ["--num-tests", s.num_tests, "--max-tokens", s.max_tokens, "--concurrency", s.concurrency,
-                  "--seed", s.seed]
-        p.step("evaluate the SFT model", [py, "-m", "evaluation", "run", "--base-url", sft_url, "--model",
-                                          "tiny-sft", "--out", run / "eval" / "sft", *common], ok_codes=(0, 1))
-        p.step("evaluate the GRPO model", [py, "-m", "evaluation", "run", "--base-url", grpo_url, "--model",
-                                           "tiny-grpo", "--out", run / "eval" / "grpo", *common], ok_codes=(0, 1))
-        p.stop_servers()
-        p.step("compare SFT vs GRPO", [py, "-m", "evaluation", "compare", run / "eval" / "sft", run / "eval" / "grpo",
-                                       "--out", run / "compare"], ok_codes=(0, 1))
+        serve_evaluate_compare(p, s, ("sft", "SFT model", run / "sft", "tiny-sft"),
+                               ("grpo", "GRPO model", run / "grpo", "tiny-grpo"))
     finally:
         p.stop_servers()
-    rates = {"base": read_rates(run / "eval" / "sft"), "fine-tuned": read_rates(run / "eval" / "grpo")}
-    plots = sorted((run / "compare").glob("*.png")) + sorted((run / "checkpoints" / "tiny-cpu-grpo").glob("*_curve.png"))
-    comparison = yaml.safe_load((run / "compare" / "comparison.yaml").read_text())
-    return DemoResult(rates, plots, time.monotonic() - t_start, p.step_seconds, comparison)
+    return collect_result(p, "sft", "grpo", t_start, sorted((run / "checkpoints" / "tiny-cpu-grpo").glob("*_curve.png")))
 
 
 def print_summary(result: DemoResult, run_dir: Path, labels: tuple[str, str] = ("base", "fine-tuned")) -> None:
