@@ -10,10 +10,11 @@ export HF_HUB_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
 
-.PHONY: help setup setup-train setup-serve tiny-model demo test test-fast bench clean
+.PHONY: help setup setup-train setup-serve tiny-model demo demo-rl test test-fast bench clean
 
 help:
 	@echo "make demo        whole pipeline on a tiny local model, CPU (sets up first)"
+	@echo "make demo-rl     RL journey on the tiny model, CPU: short SFT, GRPO rewarded by the judge, compared"
 	@echo "make test        set up what is missing, then run every test (slow ones included)"
 	@echo "make test-fast   only the tests not marked slow"
 	@echo "make setup       create/refresh .venv (train, merge, eval) and .venv-serve (vLLM)"
@@ -34,6 +35,9 @@ tiny-model: setup-train
 
 demo: setup
 	@$(PY) -m quantummind.demo
+
+demo-rl: setup
+	@$(PY) -m quantummind.demo --rl
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from evaluation.defaults import BP_NUM_SAMPLES, BP_RULE, BP_RULES, MAX_DEPTH
 from evaluation.extract import extract_code, extract_program, syntax_ok  # noqa: F401 (re-exported)
 from evaluation.failures import finish_failure
 from evaluation.prompts import HAMILTONIANS
 from evaluation.sandbox import SandboxLimits, run_jobs
-from evaluation.sandbox.preload import modules_used
+from evaluation.sandbox.preload import REPLY_STACK, modules_used
+
+if TYPE_CHECKING:
+    from evaluation.sandbox import Session
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +67,43 @@ def score_reply(record: dict, **opts) -> dict:
     return score_replies([record], **opts)[0]
 
 
+# The cfg keys that decide a verdict: a kept-alive session must have been started with the same ones.
+VERDICT_CFG_KEYS = ("limits", "bp_samples", "seed", "max_depth", "bp_rule", "bp_threshold")
+
+
+def circuit_cfg(*, workers: int | None = None, limits: SandboxLimits | None = None,
+                bp_threshold: float | None = None, bp_samples: int = BP_NUM_SAMPLES, seed: int = 0,
+                max_depth: int = MAX_DEPTH, bp_rule: str = BP_RULE,
+                preload_modules: list[str] | None = None) -> dict[str, Any]:
+    """The fork server's cfg for circuit jobs, as `score_replies` builds it. `preload_modules` None: the
+    whole reply stack (what a kept-alive session wants, since later calls' code is not known yet)."""
+    cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or SandboxLimits()),
+                           "bp_samples": bp_samples, "seed": seed, "max_depth": max_depth, "bp_rule": bp_rule,
+                           "kinds": ["circuit"]}
+    if bp_threshold is not None:
+        cfg["bp_threshold"] = bp_threshold
+    if preload_modules is None:
+        preload_modules = list(dict.fromkeys(m for _, mods in REPLY_STACK for m in mods))
+    cfg["preload_modules"] = preload_modules
+    return cfg
+
+
+def _check_session(session: Session, cfg: dict[str, Any], kind: str) -> None:
+    """A session scores exactly as a fresh server would, or not at all."""
+    differ = [k for k in VERDICT_CFG_KEYS if session.cfg.get(k) != cfg.get(k)]
+    if differ or kind not in (session.cfg.get("kinds") or [kind]):
+        raise ValueError(f"sandbox session was started with other settings ({', '.join(differ) or 'kinds'}) "
+                         "than this scoring call asks for")
+
+
 def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: bool = False,
                   progress: bool = False, limits: SandboxLimits | None = None, bp_threshold: float | None = None,
                   bp_samples: int = BP_NUM_SAMPLES, seed: int = 0, max_depth: int = MAX_DEPTH,
-                  info: dict | None = None, bp_rule: str = BP_RULE) -> list[dict]:
-    """Results in input order. `info`, if given, receives the sandbox's isolation report."""
+                  info: dict | None = None, bp_rule: str = BP_RULE,
+                  session: Session | None = None) -> list[dict]:
+    """Results in input order. `info`, if given, receives the sandbox's isolation report. `session`: a
+    kept-alive fork server (evaluation.sandbox.Session) started with `circuit_cfg(...)` of the same settings;
+    its `workers` are used, and the verdicts are the ones a fresh server gives."""
     if bp_rule not in BP_RULES:
         raise ValueError(f"unknown BP rule {bp_rule!r}; expected one of {', '.join(BP_RULES)}")
     records = list(records)
@@ -100,15 +135,21 @@ def score_replies(records: Iterable[dict], *, workers: int | None = None, vqe: b
         else:
             res["error"] = err
     if jobs:
-        cfg: dict[str, Any] = {"workers": workers or os.cpu_count() or 1,
-                               "limits": asdict(limits or SandboxLimits()), "bp_samples": bp_samples,
-                               "seed": seed, "max_depth": max_depth, "bp_rule": bp_rule, "kinds": ["circuit"]}
-        if bp_threshold is not None:
-            cfg["bp_threshold"] = bp_threshold
-        if faults:
-            cfg["_fault_judge"] = faults
-        cfg["preload_modules"] = modules_used(c for job in jobs for c in (job["code"], *job["fallbacks"]))
-        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info):
+        cfg = circuit_cfg(workers=workers, limits=limits, bp_threshold=bp_threshold, bp_samples=bp_samples,
+                          seed=seed, max_depth=max_depth, bp_rule=bp_rule,
+                          preload_modules=modules_used(c for job in jobs for c in (job["code"], *job["fallbacks"])))
+        if session is not None:
+            _check_session(session, cfg, "circuit")
+            if faults:
+                raise ValueError("judge fault injection needs a fresh sandbox server, not a session")
+            outputs: Iterable[tuple[int, dict]] = session.run(jobs).items()
+            if info is not None:
+                info.update(session.isolation)
+        else:
+            if faults:
+                cfg["_fault_judge"] = faults
+            outputs = run_jobs(jobs, cfg, progress=progress, desc="scoring", info=info)
+        for job_id, out in outputs:
             res = results[job_id]
             for k in RESULT_FIELDS + _EXTRA_FIELDS + FAILURE_FIELDS + BP_FIELDS:
                 if k in out and k != "code":

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokens come from it; relative paths resolve against the current directory)")
     p.add_argument("--checkpoint", default="best",
                    help="'best' (lowest eval_loss, default), 'last' (highest step) or a checkpoint directory")
+    p.add_argument("--select-by", choices=["eval_loss", "reward"], default="eval_loss",
+                   help="what 'best' ranks: eval_loss (lowest, default) or reward (GRPO runs, which log no eval_loss: "
+                   "the highest mean reward logged since the checkpoint before)")
     p.add_argument("--output", help="output directory (default: fine-tuning/merged_models/<run name>, "
                    "run name = basename of output_dir)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             args.config, checkpoint=args.checkpoint, output=args.output, dtype=args.dtype,
             max_shard_size=args.max_shard_size, qlora_faithful=not args.no_qlora_faithful,
             verify=args.verify, verify_tolerance=args.verify_tolerance, force=args.force,
-            allow_vocab_shrink=args.allow_vocab_shrink,
+            allow_vocab_shrink=args.allow_vocab_shrink, select_by=args.select_by,
         )
     except (MergeError, ValueError) as exc:  # bad input: usage (exit 2; 1 is a failed --verify)
         print(f"error: {exc}", file=sys.stderr)
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         diff = "nan" if v["max_abs_logit_diff"] is None else f"{v['max_abs_logit_diff']:.3g}"
         print(f"verify: max |logit diff| = {diff} (tolerance {v['tolerance']:.3g}; reference: {v['reference']})")
     warned = f", {len(r['warnings'])} warning(s) in merge_report.json" if r["warnings"] else ""
-    print(f"merged {r['checkpoint']} (eval_loss {r['eval_loss']}) -> {result.output} "
+    chosen_by = f"reward {r['reward']:.4f}, selected by reward" if r.get("select_by") == "reward" else \
+        f"eval_loss {r['eval_loss']}"
+    print(f"merged {r['checkpoint']} ({chosen_by}) -> {result.output} "
           f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB"
           f"{warned}]")
     if result.verify_failed:

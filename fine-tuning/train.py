@@ -3,7 +3,8 @@
   lint   CONFIG            offline preflight checks (exit 1 on errors, 0 with warnings only)
   train  CONFIG [ARGS...]  lint (report printed first; errors stop it), then
                            `accelerate launch -m axolotl.cli.train CONFIG ARGS...`,
-                           then training_log.yaml + loss_curve.png in output_dir
+                           then training_log.yaml + loss_curve.png in output_dir (GRPO configs,
+                           `rl: grpo`: + the reward per logging step and reward_curve.png)
   verify CONFIG            load base + best adapter, generate for the seed's 4-qubit XY-chain
                            prompt, score the reply with the evaluation verifier (exit 1 on FAIL)
   steps  CONFIG            optimizer steps the run will take, sample packing counted as axolotl
@@ -46,6 +47,12 @@ def _train(args: argparse.Namespace) -> int:
         return result.returncode
     log = result.log or {}
     print(f"training log: {result.log_path}\nloss curve:   {result.plot_path}")
+    if log.get("rl") == "grpo":
+        print(f"reward curve: {result.reward_plot_path}")
+        print(f"reward mean: first {log.get('first_reward_mean')} final {log.get('final_reward_mean')} "
+              f"max {log.get('max_reward_mean')} over {len(log.get('rewards') or [])} logging steps "
+              f"({', '.join(log.get('reward_funcs') or [])}); GRPO has no eval_loss: merge with --select-by reward")
+        return 0
     print(f"final_train_loss={log.get('final_train_loss')} best_eval_loss={log.get('best_eval_loss')} "
           f"at step {log.get('best_step')} ({log.get('best_checkpoint')})")
     loss = log.get("final_train_loss")

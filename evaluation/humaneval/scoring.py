@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from evaluation.extract import syntax_ok
 from evaluation.failures import EXCLUDED as EXCLUDED_FAILURE
@@ -16,6 +16,9 @@ from evaluation.humaneval.assemble import split_program
 from evaluation.humaneval.codec import MAX_LINE
 from evaluation.humaneval.tasks import Task, check_variant, exclusions, load_tasks, tasks_by_id
 from evaluation.sandbox import MiB, SandboxLimits, run_jobs
+
+if TYPE_CHECKING:
+    from evaluation.sandbox import Session
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +88,39 @@ def _result(s: Sample, passed: bool, failure: str | None, error: str | None, sec
             "exec_seconds": secs}
 
 
+def humaneval_cfg(workers: int | None = None, limits: SandboxLimits | None = None) -> dict[str, Any]:
+    """The fork server's cfg for HumanEval jobs (a kept-alive session is started with it)."""
+    return {"workers": workers or os.cpu_count() or 1, "limits": asdict(limits or default_limits()),
+            "kinds": ["humaneval"]}
+
+
+def run_programs(jobs: list[dict], *, workers: int | None = None, limits: SandboxLimits | None = None,
+                 progress: bool = False, info: dict | None = None,
+                 session: Session | None = None) -> Iterator[tuple[Any, dict]]:
+    """(id, sandbox result) of each split HumanEval job ({"id", "code", "entry_point", "prelude", "test",
+    "calls_check"}: evaluation.humaneval.assemble.split_program) run through `session` (started with
+    humaneval_cfg of the same limits) or a fresh fork server."""
+    jobs = [dict(j, kind="humaneval") for j in jobs]
+    if not jobs:
+        return iter(())
+    cfg = humaneval_cfg(workers, limits)
+    if session is None:
+        return run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info)
+    if session.cfg.get("limits") != cfg["limits"] or "humaneval" not in (session.cfg.get("kinds") or []):
+        raise ValueError("sandbox session was started with other settings (limits or kinds) than HumanEval scoring")
+    if info is not None:
+        info.update(session.isolation)
+    return iter(session.run(jobs).items())
+
+
 def score_samples(samples: list[Sample], variant: str, *, workers: int | None = None,
                   limits: SandboxLimits | None = None, progress: bool = False, info: dict | None = None,
                   run_excluded: bool = False, excluded: dict[str, str] | None = None,
-                  task_timeouts: dict[str, float] | None = None) -> list[dict]:
+                  task_timeouts: dict[str, float] | None = None, session: Session | None = None) -> list[dict]:
     """Results in input order. Excluded tasks get failure "excluded" without running, unless run_excluded
     (the `canonical` check): then they run and the reason notes whether the solution passed anyway.
-    `task_timeouts` (task_id -> seconds) replaces the wall clocks of those tasks' jobs (candidate and test)."""
+    `task_timeouts` (task_id -> seconds) replaces the wall clocks of those tasks' jobs (candidate and test).
+    `session`: a kept-alive fork server started with `humaneval_cfg` (same limits)."""
     tasks: dict[str, Task] = tasks_by_id(check_variant(variant))
     excluded = exclusions() if excluded is None else excluded
     results: list[dict | None] = []
@@ -119,8 +148,8 @@ def score_samples(samples: list[Sample], variant: str, *, workers: int | None = 
         if limit is not None:
             job.update(timeout_s=float(limit), judge_timeout_s=float(limit))
     if jobs:
-        cfg = {"workers": workers or os.cpu_count() or 1, "limits": asdict(base), "kinds": ["humaneval"]}
-        for job_id, out in run_jobs(jobs, cfg, progress=progress, desc="humaneval", info=info):
+        for job_id, out in run_programs(jobs, workers=workers, limits=base, progress=progress, info=info,
+                                        session=session):
             s = samples[job_id]
             res = _result(s, bool(out.get("passed")), out.get("failure"), out.get("error"), out.get("exec_seconds"))
             if s.task_id in excluded:

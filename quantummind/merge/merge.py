@@ -369,6 +369,7 @@ def merge(
     verify_tolerance: float | None = None,
     force: bool = False,
     allow_vocab_shrink: bool = False,
+    select_by: str = "eval_loss",
 ) -> MergeResult:
     """Merge the chosen checkpoint of the run described by an axolotl config. Nothing is
     written unless the whole merge succeeds. With `verify`, the report's verify.passed says
@@ -376,10 +377,10 @@ def merge(
     dtype, quantummind.merge.verify.DEFAULT_TOLERANCE); the output is written either way."""
     t0 = time.perf_counter()
     settings = load_settings(config_path)
-    choice = select_checkpoint(settings.output_dir, checkpoint)
+    choice = select_checkpoint(settings.output_dir, checkpoint, select_by=select_by)
     logger.info("checkpoints:\n%s", choice.format_table())
     warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}"
-                for s in choice.unscored] if choice.how == "best" else []  # select_checkpoint logged them
+                for s in choice.unscored] if choice.how == "best" and choice.select_by == "eval_loss" else []  # select_checkpoint logged them
     base_path = resolve_base_model(settings.base_model)
     target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
     target = target.expanduser().resolve()
@@ -459,6 +460,8 @@ def merge(
                 "selection": choice.how,
                 "step": choice.step,
                 "eval_loss": choice.eval_loss,
+                "select_by": choice.select_by,
+                "reward": choice.reward,
                 "checkpoints": [s.to_json() for s in choice.table],
                 "base_model": settings.base_model,
                 "base_model_path": str(base.path),

@@ -475,3 +475,67 @@ def dataset_card(r: DatasetReport) -> str:
     for key, counts in r.counts.items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- prompts for RL (GRPO)
+
+
+@dataclass
+class RLReport:
+    out_dir: Path
+    num_train: int
+    num_val: int
+    candidates: int
+    duplicates: int
+    decontaminated: int
+    eval_prompt_overlap: int
+    seed: int
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def rl_row(spec: Spec) -> dict:
+    """A prompt-only row: chat messages + the columns circuit_reward reads (quantummind.rewards)."""
+    fam = FAMILIES[spec.family]
+    user = PHRASINGS[spec.phrasing].format(n=spec.num_qubits, name=fam.name, c=spec.constraint).strip()
+    return {"prompt": chat_messages(user), "hamiltonian": fam.verify_as, "num_qubits": spec.num_qubits,
+            "constraint": spec.constraint, "family": spec.family}
+
+
+def generate_rl_prompts(out_dir: Path, num_prompts: int, seed: int = 0, *,
+                        val_fraction: float = 0.05) -> RLReport:
+    """Write train.jsonl and val.jsonl of prompt-only rows: every family, 2-10 qubits, every constraint
+    and phrasing, the evaluation's prompts removed exactly as the SFT set does (normalised match)."""
+    if num_prompts < 2:
+        raise ValueError("num_prompts must be >= 2 (one train, one val)")
+    space = [Spec(f, n, c, p, "", "", 0) for f in FAMILIES for n in QUBIT_RANGE for c in CONSTRAINTS
+             for p in range(len(PHRASINGS))]
+    banned = eval_prompt_keys()
+    rows: list[tuple[Spec, dict]] = []
+    decontaminated = 0
+    seen: set[str] = set()
+    duplicates = 0
+    for spec in space:
+        row = rl_row(spec)
+        key = normalise(row["prompt"][-1]["content"])
+        if key in banned:
+            decontaminated += 1
+            continue
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        rows.append((spec, row))
+    if num_prompts > len(rows):
+        raise ValueError(f"only {len(rows)} distinct RL prompts exist; asked for {num_prompts}")
+    random.Random(seed).shuffle(rows)
+    rows = rows[:num_prompts]
+    num_val = max(1, round(num_prompts * val_fraction))
+    val, train = rows[:num_val], rows[num_val:]
+    overlap = sum(normalise(r["prompt"][-1]["content"]) in banned for _, r in rows)
+    keys = {"family": lambda s: s.family, "num_qubits": lambda s: str(s.num_qubits),
+            "constraint": lambda s: s.constraint or "(none)"}
+    counts = {k: dict(sorted(Counter(f(s) for s, _ in rows).items())) for k, f in keys.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out_dir / "train.jsonl", (r for _, r in train))
+    _write_jsonl(out_dir / "val.jsonl", (r for _, r in val))
+    return RLReport(out_dir, len(train), len(val), len(space), duplicates, decontaminated, overlap, seed, counts)

@@ -156,6 +156,110 @@ def check_validation(cfg: dict[str, Any], report: LintReport) -> None:
              "metric_for_best_model: eval_loss to protect it.")
 
 
+# The dataset columns each of our reward functions reads (besides `prompt`), by fully qualified name.
+REWARD_COLUMNS = {"quantummind.rewards.circuit_reward": ("hamiltonian", "num_qubits"),
+                  "quantummind.rewards.unit_test_reward": ("test", "entry_point")}
+
+
+def is_grpo(cfg: dict[str, Any]) -> bool:
+    return str(cfg.get("rl") or "").lower() == "grpo"
+
+
+def _load_reward(name: str) -> tuple[Any, str | None]:
+    """(the function, None) or (None, why it cannot be used), as axolotl's GRPOStrategy loads it."""
+    import importlib
+    import inspect
+
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        return None, "not a fully qualified name (package.module.function)"
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        return None, f"cannot be imported ({type(exc).__name__}: {exc})"
+    if not callable(fn):
+        return None, "is not callable"
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn, None
+    if sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) < 2:
+        return None, "takes fewer than two parameters (TRL calls fn(prompts, completions, **columns))"
+    return fn, None
+
+
+def _first_row(cfg: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    for entry in cfg.get("datasets") or []:
+        path = Path(str(entry.get("path") or "")) if isinstance(entry, dict) else None
+        if path and path.is_file() and path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                line = fh.readline()
+            try:
+                return path, json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _vllm_reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    import urllib.error
+    import urllib.request
+
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health/", timeout=timeout) as resp:  # noqa: S310
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def check_grpo(cfg: dict[str, Any], report: LintReport, world_size: int = 1) -> None:
+    """`rl: grpo`: reward functions importable, the columns they read present, the generation batch a
+    multiple of num_generations, a vLLM server reachable in server mode."""
+    trl = cfg.get("trl") or {}
+    funcs = trl.get("reward_funcs") or []
+    if not funcs:
+        _add(report, ERROR, "grpo_reward", "rl: grpo without trl.reward_funcs: nothing to reward "
+             "(e.g. reward_funcs: [quantummind.rewards.circuit_reward]).")
+    weights = trl.get("reward_weights")
+    if weights is not None and len(weights) != len(funcs):
+        _add(report, ERROR, "grpo_reward", f"trl.reward_weights has {len(weights)} values for {len(funcs)} "
+             "reward functions.")
+    row = _first_row(cfg)
+    for name in funcs:
+        _, why = _load_reward(str(name))
+        if why:
+            _add(report, ERROR, "grpo_reward", f"reward function {name}: {why}.")
+            continue
+        missing = [c for c in ("prompt", *REWARD_COLUMNS.get(str(name), ())) if row and c not in row[1]]
+        if missing:
+            _add(report, ERROR, "grpo_dataset", f"{row[0]} lacks column(s) {', '.join(missing)} that {name} "
+                 "reads (write RL prompts with `python fine-tuning/prepare_dataset.py --rl --out DIR`).")
+    num_gen = int(trl.get("num_generations") or 8)  # TRL's default
+    if num_gen < 2:
+        _add(report, ERROR, "grpo_generations", f"trl.num_generations={num_gen}: GRPO compares each completion "
+             "with its group; it needs at least 2.")
+    mbs, gas = int(cfg.get("micro_batch_size") or 1), int(cfg.get("gradient_accumulation_steps") or 1)
+    gen_batch = int(trl.get("generation_batch_size") or mbs * gas * world_size)
+    if num_gen >= 2 and gen_batch % num_gen:
+        _add(report, ERROR, "grpo_generation_batch",
+             f"generation batch {gen_batch} (trl.generation_batch_size, else micro_batch_size x "
+             f"gradient_accumulation_steps x processes = {mbs} x {gas} x {world_size}) is not a multiple of "
+             f"num_generations={num_gen}: TRL refuses it. Use a multiple, e.g. {num_gen * max(1, gen_batch // num_gen)}.")
+    if trl.get("use_vllm") and str(trl.get("vllm_mode") or "server") == "server":
+        vllm = cfg.get("vllm") or {}
+        host = str(trl.get("vllm_server_host") or vllm.get("host") or "0.0.0.0")
+        port = int(trl.get("vllm_server_port") or vllm.get("port") or 8000)
+        if not _vllm_reachable(host, port):
+            _add(report, ERROR, "grpo_vllm_server",
+                 f"trl.use_vllm in server mode, but no vLLM server answers at {host}:{port}/health/: start it "
+                 "first in another shell with `axolotl vllm-serve CONFIG` (docs/configs.md, GRPO), on its own GPU.")
+    if report.codes(ERROR) & {"grpo_reward"}:
+        return
+    _add(report, INFO, "grpo", f"GRPO: {', '.join(map(str, funcs))}; {num_gen} completions per prompt, "
+         f"generation batch {gen_batch}; checkpoints carry no eval_loss: merge with --select-by reward.")
+
+
 def _dataset_is_local(entry: dict[str, Any]) -> bool:
     path = str(entry.get("path") or "")
     return bool(entry.get("ds_type") or entry.get("data_files")) or path.endswith(_DATA_SUFFIXES) \
@@ -319,7 +423,10 @@ def lint_config(cfg: dict[str, Any], *, gpu: GpuInfo | None | Callable[[], GpuIn
     report = LintReport(gpu=gpu_info)
     check_unknown_keys(cfg, report)
     check_tokens(cfg, report)
-    check_validation(cfg, report)
+    if is_grpo(cfg):
+        check_grpo(cfg, report)
+    else:
+        check_validation(cfg, report)
     check_data_and_paths(cfg, report)
     report.device = resolve_device(cfg, gpu_info, device)
     if device == "auto" and gpu_info is None and report.device == "gpu":

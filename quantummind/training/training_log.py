@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,7 +118,7 @@ def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: f
     train_paths, val_paths = _dataset_paths(cfg, "datasets"), _dataset_paths(cfg, "test_datasets")
     mbs, gas = int(cfg.get("micro_batch_size") or 1), int(cfg.get("gradient_accumulation_steps") or 1)
     loss = final_train_loss(history, streamed_train_loss)
-    return {
+    log = {
         # The seed's fields (Step 3.4, Action 4), in its order.
         "version": Path(output_dir).name,
         "base_model": cfg.get("base_model"),
@@ -147,6 +148,99 @@ def build_training_log(cfg: dict[str, Any], output_dir: Path, *, wall_seconds: f
         "config": cfg.get("_config_path"),
         "loss_curve": "loss_curve.png",
     }
+    if is_grpo(cfg):
+        log.update(reward_summary(cfg, history, Path(output_dir)))
+    return log
+
+
+def is_grpo(cfg: dict[str, Any]) -> bool:
+    return str(cfg.get("rl") or "").lower() == "grpo"
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(v, 6) if math.isfinite(v) else None
+
+
+# What TRL's GRPO trainer logs per logging step: reward (mean over the batch, weighted sum of the reward
+# functions), reward_std, rewards/<function>/mean|std; quantummind.rewards adds circuit/* fractions.
+def reward_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per logging step that logged a reward: step, mean, std, per component, verified fraction."""
+    rows = []
+    for e in history:
+        if "reward" not in e or "step" not in e:
+            continue
+        components = {k.split("/")[1]: {"mean": _finite(e[k]), "std": _finite(e.get(k[:-len("mean")] + "std"))}
+                      for k in e if k.startswith("rewards/") and k.endswith("/mean")}
+        judge = {k.split("/", 1)[1]: _finite(v) for k, v in e.items() if k.startswith("circuit/")}
+        rows.append({"step": int(e["step"]), "mean": _finite(e["reward"]), "std": _finite(e.get("reward_std")),
+                     "components": components, "verified_fraction": judge.get("verified"), "judge": judge})
+    return rows
+
+
+def best_reward_checkpoint(output_dir: Path) -> CheckpointChoice | None:
+    """The checkpoint `merge_adapter.py --select-by reward` would pick; None when none logged a reward."""
+    from quantummind.merge.checkpoints import select_checkpoint
+    from quantummind.merge.errors import MergeError
+
+    try:
+        return select_checkpoint(output_dir, "best", select_by="reward")
+    except MergeError:
+        return None
+
+
+def reward_summary(cfg: dict[str, Any], history: list[dict[str, Any]], output_dir: Path) -> dict[str, Any]:
+    """training_log.yaml's GRPO fields: the reward per logging step, where it ended, the best checkpoint."""
+    rows = reward_history(history)
+    best = best_reward_checkpoint(output_dir)
+    means = [r["mean"] for r in rows if r["mean"] is not None]
+    trl = cfg.get("trl") or {}
+    return {"rl": "grpo", "reward_funcs": list(trl.get("reward_funcs") or []),
+            "num_generations": trl.get("num_generations"),
+            "first_reward_mean": means[0] if means else None, "final_reward_mean": means[-1] if means else None,
+            "max_reward_mean": max(means) if means else None,
+            "best_reward_checkpoint": None if best is None else str(best.path),
+            "best_reward": None if best is None else _finite(best.reward),
+            "rewards": rows, "reward_curve": "reward_curve.png"}
+
+
+def plot_reward_curve(output_dir: Path, history: list[dict[str, Any]], path: Path | None = None) -> Path:
+    """Mean reward (± std) and the verified fraction per logging step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in reward_history(history) if r["mean"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    if rows:
+        steps = [r["step"] for r in rows]
+        mean = [r["mean"] for r in rows]
+        std = [r["std"] or 0.0 for r in rows]
+        ax.plot(steps, mean, color="tab:green", lw=1.4, marker="o", ms=3, label="mean reward")
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color="tab:green", alpha=0.15, label="± std")
+        verified = [(r["step"], r["verified_fraction"]) for r in rows if r["verified_fraction"] is not None]
+        if verified:
+            ax.plot(*zip(*verified), color="tab:purple", lw=1.2, ls="--", label="verified fraction")
+    return _save_plot(fig, ax, "reward", path or Path(output_dir) / "reward_curve.png", Path(output_dir).name)
+
+
+def _save_plot(fig: Any, ax: Any, what: str, out: Path, run_name: str) -> Path:
+    ax.set_xlabel("step")
+    ax.set_ylabel(what)
+    ax.set_title(f"{run_name}: {what}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
 
 
 def write_training_log(log: dict[str, Any], output_dir: Path) -> Path:
@@ -180,13 +274,4 @@ def plot_loss_curve(output_dir: Path, path: Path | None = None, *, history: list
         ax.scatter([best.step], [best.eval_loss], s=160, marker="*", color="tab:red", zorder=5,
                    label=f"best checkpoint (step {best.step}, {best.eval_loss:.3f})")
     ax.axhline(LOSS_WARNING_THRESHOLD, color="grey", ls=":", lw=1, label="seed threshold 0.5")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{Path(output_dir).name}: loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = path or Path(output_dir) / "loss_curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save_plot(fig, ax, "loss", path or Path(output_dir) / "loss_curve.png", Path(output_dir).name)

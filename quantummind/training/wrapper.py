@@ -51,6 +51,7 @@ class TrainResult:
     log_path: Path | None
     plot_path: Path | None
     lint: LintReport
+    reward_plot_path: Path | None = None  # GRPO runs: reward_curve.png
 
 
 def gpu_name(gpu: GpuInfo | None) -> str:
@@ -111,4 +112,5 @@ def train(config: str, cfg: dict[str, Any], extra: list[str], *, num_processes: 
                                   history=history, best=best)
     log_path = tlog.write_training_log(log, out_dir)
     plot_path = tlog.plot_loss_curve(out_dir, history=history, best=best)
-    return TrainResult(0, wall, log, log_path, plot_path, report)
+    reward_plot = tlog.plot_reward_curve(out_dir, history) if tlog.is_grpo(cfg) else None
+    return TrainResult(0, wall, log, log_path, plot_path, report, reward_plot)

@@ -111,17 +111,29 @@ def test_gpu_memory_against_visible_gpu():
 @pytest.fixture
 def project_tree(tmp_path, tiny_model_dir, tiny_data) -> Path:
     """A working directory where every project config's relative paths exist: the real configs,
-    unchanged, see what they would see in a prepared checkout."""
+    unchanged, see what they would see in a prepared checkout (the GRPO configs: RL prompts and the
+    merged SFT models, the tiny model standing in for both)."""
+    from quantummind.training.dataset import generate_rl_prompts
+
     for rel in ("fine-tuning/data/quantum-mind", "build/data/tiny"):
         d = tmp_path / rel
         d.mkdir(parents=True)
         for name in ("train.jsonl", "val.jsonl"):
             (d / name).write_bytes((tiny_data / name).read_bytes())
+    for rel in ("fine-tuning/data/quantum-mind-rl", "build/data/tiny-rl"):
+        generate_rl_prompts(tmp_path / rel, 20, seed=0)
     (tmp_path / "build" / "tiny-qwen2").symlink_to(tiny_model_dir)
+    (tmp_path / "fine-tuning" / "merged_models").mkdir(parents=True)
+    for name in ("tiny-cpu", "quantum-mind-v1"):
+        (tmp_path / "fine-tuning" / "merged_models" / name).symlink_to(tiny_model_dir)
     return tmp_path
 
 
-@pytest.mark.parametrize("config", PROJECT_CONFIGS, ids=lambda p: p.name)
+# A GRPO config with trl.use_vllm needs its generation server up: tests/training/test_lint_grpo.py.
+NO_SERVER_CONFIGS = [p for p in PROJECT_CONFIGS if "use_vllm: true" not in p.read_text()]
+
+
+@pytest.mark.parametrize("config", NO_SERVER_CONFIGS, ids=lambda p: p.name)
 def test_every_project_config_passes_lint(config, project_tree):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, str(TRAIN_PY), "lint", str(config)], cwd=project_tree,
