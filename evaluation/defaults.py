@@ -18,3 +18,9 @@ BP_FIT_MIN_QUBITS = 4          # the decay is fitted on sizes >= 4 (at 2-3 qubit
 BP_SCALING_TIME_S = 4.0        # wall-clock budget for the rebuilds in the reply process (all sizes)
 BP_SCALING_SKIP_AFTER_S = 10.0  # no rebuild when the reply's own run already used this much CPU
 BP_SCALING_MARGIN_S = 1.0      # and none closer than this to the reply's timeout
+BP_BOOTSTRAP = 400             # bootstrap resamples of the samples, for the decay's and the ratio's interval
+BP_CONFIDENCE = 0.95           # undecided when this central interval of the verdict's statistic straddles its cut
+# Samples per size for the `scaling` verdict (bootstrap and fit): (up to this many qubits, first, most). While
+# the interval straddles its cut the samples double at every size, up to `most` (bp_scaling.measured_verdict).
+# A size above the last gets BP_NUM_SAMPLES; rule `absolute` always uses BP_NUM_SAMPLES (the seed's 30).
+BP_VERDICT_SAMPLES = ((8, 60, 1920), (10, 30, 240))
