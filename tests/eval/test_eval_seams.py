@@ -54,7 +54,8 @@ def test_a_rebuild_that_never_ends_keeps_the_verified_prompt_circuit():
         assert [p["num_qubits"] for p in res[rid]["bp_scaling"]] == [4, 6, 8]
     r = res["stuck"]
     assert r["verification_pass"] is True and r["failure"] is None, r  # not a timeout of the reply
-    assert r["bp_basis"] == "undecided" and r["bp_free"] is True  # literal-size rule at 4 qubits
+    assert r["bp_basis"] == "undecided" and r["bp_free"] is None  # one size below 8: undecided, not BP-free
+    assert r["bp_rebuild"] == "failed"  # visible, not only a note
     assert "did not finish in time" in (r.get("bp_scaling_note") or ""), r
 
 
