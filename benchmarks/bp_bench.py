@@ -63,24 +63,18 @@ def reverse_variances(qc, op, samples: np.ndarray) -> np.ndarray:
     return np.asarray(job.result().gradients).var(axis=0)
 
 
-def _hva_heisenberg(n: int, layers: int = 2):
-    """Singlets on even bonds, then XX+YY+ZZ layers on odd then even bonds, one angle per layer and group."""
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
+def _families():
+    """tests/eval/bp_heldout_families.py, loaded by path (benchmarks are not a package of the tests)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
 
-    th = ParameterVector("t", 2 * layers)
-    qc = QuantumCircuit(n)
-    for q in range(0, n - 1, 2):
-        qc.h(q)
-        qc.cx(q, q + 1)
-        qc.x(q + 1)
-        qc.z(q)
-    for layer in range(layers):
-        for j, start in enumerate((1, 0)):
-            for q in range(start, n - 1, 2):
-                for gate in (qc.rxx, qc.ryy, qc.rzz):
-                    gate(th[2 * layer + j], q, q + 1)
-    return qc
+    path = Path(__file__).resolve().parents[1] / "tests" / "eval" / "bp_heldout_families.py"
+    spec = importlib.util.spec_from_file_location("bp_heldout_families", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _judge_like(build, key: str, sizes: list[int], seed: int = 0):
@@ -112,7 +106,7 @@ def verdict_table(sizes: list[int]) -> None:
     from evaluation.barren import haar_gradient_variance
 
     families = [(f"efficient_su2 linear reps={r}", lambda n, r=r: efficient_su2(n, reps=r, entanglement="linear"))
-                for r in (1, 2, 3, 4, 5, 9)] + [("HVA (shared angles, 2 layers)", _hva_heisenberg)]
+                for r in (1, 2, 3, 4, 5, 9)] + [("HVA (shared angles, 2 layers)", _families().hva_shared)]
     print(f"\nHeisenberg chain, judge's samples (60 up to 8 qubits, 30 at 10, doubled while undecided), seed 0:")
     print("bp_ratio = bp_variance / 2-design variance (depth) CPU ms; decay over sizes >= 6 / 2-design's; verdict")
     print(f"  {'2-design variance':<32}" + "".join(f"{f'n={n}':>22}" for n in sizes))
@@ -128,18 +122,10 @@ def verdict_table(sizes: list[int]) -> None:
 def heldout_table() -> None:
     """The held-out families (tests/eval/bp_heldout_families.py): ratios at 4-12 qubits (120 samples,
     60 at 12), the decay over 8-12 against the 2-design's (the label's basis), the judge's verdicts."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     from evaluation.barren import _decay, detect_barren_plateau, haar_gradient_variance
     from evaluation.verify import flatten
 
-    path = Path(__file__).resolve().parents[1] / "tests" / "eval" / "bp_heldout_families.py"
-    spec = importlib.util.spec_from_file_location("bp_heldout_families", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = _families()
     print("\nHeld-out families: bp_ratio at n=4..12 | decay 8-12 / 2-design's | label | judge 4->6->8, 6->8")
     for f in mod.FAMILIES:
         var = {n: detect_barren_plateau(flatten(f.build(n)), sparse_matrix(f.hamiltonian, n),

@@ -24,3 +24,12 @@ def rycx(n: int) -> str:
 
 def record(rid: str, reply: str, n: int = 4, ham: str = "heisenberg", constraint: str = "") -> dict:
     return {"id": rid, "hamiltonian": ham, "num_qubits": n, "constraint": constraint, "reply": reply}
+
+
+def literal_layers(n, reps):
+    """RY-RZ layers joined by a linear CX ladder, every count a literal (nothing to rebuild)."""
+    return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\n"
+            f"theta = ParameterVector('t', {2 * n * (reps + 1)})\nqc = QuantumCircuit({n})\nk = 0\n"
+            f"for layer in range({reps + 1}):\n    for q in range({n}):\n"
+            f"        qc.ry(theta[k], q)\n        qc.rz(theta[k + 1], q)\n        k += 2\n"
+            f"    if layer < {reps}:\n        for q in range({n - 1}):\n            qc.cx(q, q + 1)\n")

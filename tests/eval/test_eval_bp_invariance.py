@@ -15,7 +15,7 @@ from qiskit.circuit import Parameter, ParameterVector
 from qiskit.circuit.library import efficient_su2
 
 from bp_heldout_families import FAMILIES, hva_shared
-from eval_replies_cases import fence, record, rycx
+from eval_replies_cases import fence, literal_layers, record, rycx
 from evaluation import simulator
 from evaluation.barren import detect_barren_plateau, parameter_scales
 from evaluation.bp_scaling import measured_verdict, verdict_samples
@@ -110,14 +110,6 @@ def test_heldout_families(fam, sizes):
 
 
 # ------------------------------------------------------------------------------ undecided in the files
-
-def literal_layers(n, reps):
-    return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\n"
-            f"theta = ParameterVector('t', {2 * n * (reps + 1)})\nqc = QuantumCircuit({n})\nk = 0\n"
-            f"for layer in range({reps + 1}):\n    for q in range({n}):\n"
-            f"        qc.ry(theta[k], q)\n        qc.rz(theta[k + 1], q)\n        k += 2\n"
-            f"    if layer < {reps}:\n        for q in range({n - 1}):\n            qc.cx(q, q + 1)\n")
-
 
 def _score(tmp_path, name, recs, *extra):
     path = tmp_path / f"{name}.jsonl"

@@ -18,7 +18,7 @@ from qiskit.quantum_info import SparsePauliOp, random_unitary
 from scipy.stats import linregress
 
 from bp_heldout_families import controlled_shallow, excitation_preserving_neel, hva_unshared, qaoa_tfim
-from eval_replies_cases import fence, record, rycx
+from eval_replies_cases import fence, literal_layers, record, rycx
 from evaluation import simulator
 from evaluation.barren import bp_verdict, haar_gradient_variance, pauli_weight, sample_parameters, \
     two_design_gradient_variance
@@ -178,15 +178,6 @@ def hva_fn(key):
 
 def hva_var(key, n):
     return HVA.format(key=key, tail=f"\nnum_qubits = {n}\nqc = hva(num_qubits)\n")
-
-
-def literal_layers(n, reps):
-    """RY-RZ layers joined by a linear CX ladder, every count a literal (nothing to rebuild)."""
-    return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\n"
-            f"theta = ParameterVector('t', {2 * n * (reps + 1)})\nqc = QuantumCircuit({n})\nk = 0\n"
-            f"for layer in range({reps + 1}):\n    for q in range({n}):\n"
-            f"        qc.ry(theta[k], q)\n        qc.rz(theta[k + 1], q)\n        k += 2\n"
-            f"    if layer < {reps}:\n        for q in range({n - 1}):\n            qc.cx(q, q + 1)\n")
 
 
 def literal_hva_tfim(n):
