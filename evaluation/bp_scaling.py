@@ -263,7 +263,7 @@ def rebuild_scaled(namespace: dict, job: dict, header: dict) -> None:
                 errors.append(f"{m} qubits: rebuild ran past {BP_SCALING_TIME_S:g} s")
                 break
             except BaseException as exc:  # noqa: BLE001 - the reply's code, rebuilt: its own failure
-                from evaluation.sandbox import short_exc
+                from evaluation.sandbox.kinds import short_exc
 
                 errors.append(f"{m} qubits: {short_exc(exc)}"[:200])
     if out:
@@ -288,7 +288,7 @@ def _scaled_measurements(job: dict, cfg: dict, header: dict) -> tuple[dict[int, 
 
     from evaluation import barren, simulator
     from evaluation.hamiltonians import sparse_matrix
-    from evaluation.sandbox import short_exc
+    from evaluation.sandbox.kinds import short_exc
     from evaluation.verify import verify_circuit
 
     n = int(job["num_qubits"])

@@ -17,7 +17,7 @@ from typing import Any
 
 from evaluation.defaults import BP_RULE, BP_VARIANCE_THRESHOLD, MAX_DEPTH
 from evaluation.failures import JUDGE_ERROR
-from evaluation.sandbox import short_exc
+from evaluation.sandbox.kinds import short_exc
 
 
 def preload() -> None:
@@ -196,7 +196,6 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
     from qiskit import qpy
 
     from evaluation import barren, bp_scaling, simulator
-    from evaluation.failures import classify_exec_error
     from evaluation.hamiltonians import get_hamiltonian, sparse_matrix
     from evaluation.verify import NOT_FOUND, verify_circuit
 

@@ -17,7 +17,7 @@ from evaluation.extract import extract_code, extract_program, syntax_ok  # noqa:
 from evaluation.failures import finish_failure
 from evaluation.prompts import HAMILTONIANS
 from evaluation.sandbox import SandboxLimits, run_jobs
-from evaluation.stack import modules_used
+from evaluation.sandbox.preload import modules_used
 
 log = logging.getLogger(__name__)
 

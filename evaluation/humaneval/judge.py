@@ -13,7 +13,7 @@ import logging
 import re
 from typing import Any
 
-from evaluation import stack
+from evaluation.sandbox.preload import preload as preload_stack
 from evaluation.failures import ASSERTION, classify_exec_error
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def preload() -> None:
     import matplotlib.font_manager  # noqa: F401  (the font list, built once, not per reply)
     import matplotlib.pyplot  # noqa: F401
 
-    stack.preload(dataset_modules(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
+    preload_stack(dataset_modules(), missing_level=logging.DEBUG)  # e.g. qiskit_ibm_transpiler: not installed
 
 
 def collect(namespace: dict, job: dict, header: dict) -> None:

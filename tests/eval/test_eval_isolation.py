@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from evaluation import isolation
+from evaluation.sandbox.linux import cgroups, creds, landlock, namespaces, seccomp
 
 
 def _in_child(fn) -> int:
@@ -31,7 +31,7 @@ def listener():
 
 def test_network_namespace_alone_blocks_loopback(listener):
     def child():
-        isolation.unshare(isolation.CLONE_NEWNET)
+        namespaces.unshare(namespaces.CLONE_NEWNET)
         try:
             socket.create_connection(("127.0.0.1", listener), timeout=2)
         except OSError:
@@ -44,21 +44,21 @@ def test_network_namespace_alone_blocks_loopback(listener):
 
 
 def test_landlock_alone_blocks_writes_and_tcp(tmp_path, listener):
-    if isolation.landlock_abi() < 1:
+    if landlock.landlock_abi() < 1:
         pytest.skip("Landlock not available on this kernel")
     inside, outside = tmp_path / "in", tmp_path / "out"
     inside.mkdir()
     outside.mkdir()
 
     def child():
-        isolation.landlock_restrict([str(inside)])
+        landlock.landlock_restrict([str(inside)])
         (inside / "ok.txt").write_text("fine")
         try:
             (outside / "no.txt").write_text("bad")
             return 1
         except PermissionError:
             pass
-        if isolation.landlock_abi() >= 4:
+        if landlock.landlock_abi() >= 4:
             try:
                 socket.create_connection(("127.0.0.1", listener), timeout=2)
                 return 2
@@ -71,12 +71,14 @@ def test_landlock_alone_blocks_writes_and_tcp(tmp_path, listener):
 
 
 def test_pids_cgroup_bounds_root_forks():
-    if os.geteuid() != 0 or not os.path.isdir(isolation.PIDS_CGROUP_ROOT):
-        pytest.skip("needs root and the cgroup-v1 pids controller")
-    path = isolation.create_pids_cgroup(f"qm-test-{os.getpid()}", 5)
+    if os.geteuid() != 0 or "pids" not in cgroups.cgroup_parents()[1]:
+        pytest.skip("needs root and the pids controller")
+    group = cgroups.create_slot_cgroup(f"qm-test-{os.getpid()}", memory_bytes=None, cpus=None, max_pids=5,
+                                       controllers=("pids",))
+    path = group.dirs["pids"]
 
     def child():
-        isolation.join_cgroup(path)
+        cgroups.join_cgroup(path)
         kids = []
         try:
             for _ in range(20):
@@ -96,13 +98,13 @@ def test_pids_cgroup_bounds_root_forks():
     try:
         assert _in_child(child) == 4  # 5 pids: this child + 4 forks
     finally:
-        isolation.remove_cgroup(path)
+        cgroups.remove_cgroup(path)
 
 
 def test_seccomp_alone_denies_metadata_and_socket_families(tmp_path):
     """As root, with no other layer: the filter alone makes chmod/utime/xattr/chown and unix, netlink,
     packet and vsock sockets fail (EPERM / EACCES, so Python raises), and leaves the rest working."""
-    if os.uname().machine not in isolation.SYSCALLS:
+    if os.uname().machine not in seccomp.SYSCALLS:
         pytest.skip(f"no syscall table for {os.uname().machine}")
     target = tmp_path / "f.txt"
     target.write_text("x")
@@ -113,7 +115,7 @@ def test_seccomp_alone_denies_metadata_and_socket_families(tmp_path):
     def child():
         import threading
 
-        isolation.seccomp_restrict()
+        seccomp.seccomp_restrict()
         for call in (lambda: os.chmod(target, 0o4777), lambda: os.utime(target, (0, 0)),
                      lambda: os.chown(target, 65534, 65534), lambda: os.setxattr(target, "user.x", b"1")):
             try:
@@ -128,7 +130,7 @@ def test_seccomp_alone_denies_metadata_and_socket_families(tmp_path):
             except PermissionError:
                 pass
         try:
-            isolation.unshare(0x10000000)  # CLONE_NEWUSER: would work for any uid without the filter
+            namespaces.unshare(0x10000000)  # CLONE_NEWUSER: would work for any uid without the filter
             return 3
         except OSError:
             pass
@@ -159,7 +161,7 @@ def test_seccomp_alone_denies_metadata_and_socket_families(tmp_path):
 
 def test_seccomp_program_refuses_unknown_architecture():
     with pytest.raises(OSError):
-        isolation.seccomp_program("riscv64")
+        seccomp.seccomp_program("riscv64")
 
 
 def test_minimal_root_holds_only_what_was_bound(tmp_path):
@@ -178,11 +180,11 @@ def test_minimal_root_holds_only_what_was_bound(tmp_path):
     new_root.mkdir()
 
     def child():
-        isolation.unshare(isolation.CLONE_NEWNS)
-        isolation.make_mounts_private()
-        plan = isolation.plan_root([str(keep), "/usr", "/bin", sys.prefix, sys.base_prefix])
-        isolation.build_root(str(new_root), plan)
-        isolation.pivot_root(str(new_root))
+        namespaces.unshare(namespaces.CLONE_NEWNS)
+        namespaces.make_mounts_private()
+        plan = namespaces.plan_root([str(keep), "/usr", "/bin", sys.prefix, sys.base_prefix])
+        namespaces.build_root(str(new_root), plan)
+        namespaces.pivot_root(str(new_root))
         if os.path.exists(str(secret)) or os.path.exists("/etc/shadow") or os.path.exists("/root/.bashrc"):
             return 1
         if (keep / "a.txt").read_text() != "a" or not os.path.exists("/bin/sh"):
@@ -217,12 +219,12 @@ def test_judge_proc_hides_host_processes_from_the_sandbox_uid():
     proc = Path(tempfile.mkdtemp(prefix="qm-proc-"))  # directly in /tmp: the uid can reach the mount
 
     def child():
-        isolation.unshare(isolation.CLONE_NEWNS)
-        isolation.make_mounts_private()
-        isolation.mount_proc_at(str(proc))
+        namespaces.unshare(namespaces.CLONE_NEWNS)
+        namespaces.make_mounts_private()
+        namespaces.mount_proc_at(str(proc))
         if not (proc / str(holder.pid)).exists():
             return 1  # root still sees it: the mount is a real host-namespace procfs
-        isolation.drop_privileges(61000)
+        creds.drop_privileges(61000)
         return 0 if not (proc / str(holder.pid)).exists() and (proc / "self" / "statm").exists() else 2
 
     try:
@@ -236,16 +238,16 @@ def test_judge_proc_hides_host_processes_from_the_sandbox_uid():
 def test_slot_cgroup_kill_all_reaches_detached_processes():
     """The server's last sweep: every task of a slot's cgroup is killed, also a setsid() grandchild
     whose parent is gone (no process group or parent-death signal reaches it)."""
-    if os.geteuid() != 0 or "pids" not in isolation.cgroup_parents()[1]:
+    if os.geteuid() != 0 or "pids" not in cgroups.cgroup_parents()[1]:
         pytest.skip("needs root and a pids cgroup")
     import time
 
-    group = isolation.create_slot_cgroup(f"qm-test-kill-{os.getpid()}", memory_bytes=None, cpus=None, max_pids=16,
+    group = cgroups.create_slot_cgroup(f"qm-test-kill-{os.getpid()}", memory_bytes=None, cpus=None, max_pids=16,
                                          controllers=("pids",))
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        isolation.join_cgroup(group.dirs["pids"])
+        cgroups.join_cgroup(group.dirs["pids"])
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
@@ -312,7 +314,7 @@ def test_seccomp_program_decisions_for_each_architecture(arch, audit):
     if not os.path.exists(_HEADERS[arch]):
         pytest.skip(f"no kernel header for {arch} to take the syscall numbers from")
     nr = _header_numbers(arch)
-    prog = isolation.seccomp_program(arch)
+    prog = seccomp.seccomp_program(arch)
     allow, eperm, eacces, enosys = 0x7FFF0000, 0x00050001, 0x0005000D, 0x00050026
     denied = ["fchmod", "fchmodat", "fchownat", "fchown", "utimensat", "setxattr", "fsetxattr", "lremovexattr",
               "keyctl", "ptrace", "io_uring_setup", "unshare", "mount", "bpf"]

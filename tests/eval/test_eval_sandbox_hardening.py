@@ -225,7 +225,7 @@ print("double-forked")
     pdeathsig = ("import ctypes\nv = ctypes.c_int(-1)\nctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"
                  "print(v.value)\n") + VALID
     checkout = Path(__file__).resolve().parents[2]
-    tree = (f"import os\nprint([os.path.exists({str(checkout / 'evaluation' / 'sandbox.py')!r}), "
+    tree = (f"import os\nprint([os.path.exists({str(checkout / 'evaluation' / 'sandbox' / '__init__.py')!r}), "
             f"os.path.exists({str(checkout / 'README.md')!r}), os.path.exists({str(checkout / '.git')!r})])\n") + VALID
     cases = {"metadata": metadata, "pdeathsig": pdeathsig, "checkout_tree": tree, "unix_sockets": unix,
              "socket_families": families, "devices": devices,
