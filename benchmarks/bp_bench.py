@@ -139,6 +139,29 @@ def heldout_table() -> None:
               f"{'free' if f.bp_free else 'plateau':<7} | {', '.join(judged)}")
 
 
+def seed_spread(seeds: int) -> None:
+    """Is the bootstrap honest? efficient_su2 reps=3 at 4, 6, 8 (Heisenberg), fixed sample counts: the
+    standard deviation of the decay fitted over 4-8 across `seeds` seeds against the mean bootstrap one."""
+    from evaluation import simulator
+    from evaluation.barren import _decay, _decays, bootstrap_variances, detect_barren_plateau
+    from evaluation.verify import flatten
+
+    sizes = [4, 6, 8]
+    progs = {n: simulator.compile_circuit(flatten(efficient_su2(n, reps=3, entanglement="linear"))) for n in sizes}
+    print(f"\nDecay of efficient_su2 reps=3 over 4, 6, 8 (Heisenberg), {seeds} seeds:")
+    for samples in (30, 120):
+        decays, boot = [], []
+        for seed in range(seeds):
+            res = {n: detect_barren_plateau(progs[n], sparse_matrix("heisenberg", n), num_samples=samples, seed=seed)
+                   for n in sizes}
+            decays.append(_decay(sizes, [res[n].bp_variance for n in sizes]))
+            rng = np.random.default_rng([seed, 1])
+            reps = np.stack([bootstrap_variances(res[n].gradients, rng) for n in sizes], axis=1)
+            boot.append(float(_decays(sizes, reps).std()))
+        print(f"  {samples:4d} samples: std across seeds {np.std(decays, ddof=1):.3f}, mean bootstrap std "
+              f"{np.mean(boot):.3f}, mean decay {np.mean(decays):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qubits", type=int, default=8)
@@ -147,6 +170,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timed repetitions of our check (best is reported)")
     ap.add_argument("--table-qubits", default="4,6,8,10", help="sizes of the verdict table ('' to skip)")
     ap.add_argument("--heldout", action="store_true", help="also the held-out families' table (4-12 qubits, ~1 min)")
+    ap.add_argument("--seed-spread", type=int, default=0, metavar="N",
+                    help="also compare the decay's bootstrap spread with its spread across N seeds (20: ~20 s)")
     args = ap.parse_args()
     qc = efficient_su2(args.qubits, reps=args.reps)
     op = build_operator("heisenberg", args.qubits)
@@ -183,6 +208,8 @@ def main() -> None:
         verdict_table([int(x) for x in args.table_qubits.split(",")])
     if args.heldout:
         heldout_table()
+    if args.seed_spread:
+        seed_spread(args.seed_spread)
 
 
 if __name__ == "__main__":
