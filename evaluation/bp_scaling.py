@@ -60,7 +60,7 @@ def scaled_sizes(n: int) -> list[int]:
 
 def verdict_samples(num_qubits: int, cfg: dict, rule: str, *, most: bool = False) -> int:
     """Samples at one size: cfg["bp_samples"] (30) under rule `absolute`; under `scaling` at least
-    BP_VERDICT_SAMPLES' first count for that size (240 up to 8 qubits, 60 up to 10: tens of ms there),
+    BP_VERDICT_SAMPLES' first count for that size (60 up to 8 qubits, 30 up to 10: tens of ms there),
     or with `most` the count the doubling stops at (1920, 240). The first 30 rows are the 30-sample draw."""
     base = int(cfg.get("bp_samples", BP_NUM_SAMPLES))
     if rule != "scaling":
