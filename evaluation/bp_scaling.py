@@ -37,7 +37,7 @@ from typing import Any
 
 from evaluation.defaults import (BP_NUM_SAMPLES, BP_RATIO_MIN_QUBITS, BP_RULE, BP_SCALING_MARGIN_S,
                                  BP_SCALING_MAX_QUBITS, BP_SCALING_SKIP_AFTER_S, BP_SCALING_STEPS,
-                                 BP_SCALING_TIME_S, BP_VARIANCE_THRESHOLD, MAX_DEPTH)
+                                 BP_SCALING_TIME_S, BP_VARIANCE_THRESHOLD, BP_VERDICT_SAMPLES, MAX_DEPTH)
 
 QUBIT_VAR_NAMES = frozenset({"n", "num_qubits", "n_qubits", "nqubits", "qubits", "num_qubit", "n_qubit", "nq",
                              "n_q", "number_of_qubits", "num_spins", "n_spins", "num_sites", "n_sites",
@@ -56,6 +56,17 @@ def scaled_sizes(n: int) -> list[int]:
     sizes = {n + k for k in BP_SCALING_STEPS} | ({BP_RATIO_MIN_QUBITS} if n < BP_RATIO_MIN_QUBITS else set())
     top = min(BP_SCALING_MAX_QUBITS, max(BP_RATIO_MIN_QUBITS, n + BP_SCALING_STEPS[0]))
     return sorted(m for m in sizes if n < m <= top)
+
+
+def verdict_samples(num_qubits: int, cfg: dict, rule: str, *, most: bool = False) -> int:
+    """Samples at one size: cfg["bp_samples"] (30) under rule `absolute`; under `scaling` at least
+    BP_VERDICT_SAMPLES' first count for that size (60 up to 8 qubits, 30 up to 10: tens of ms there),
+    or with `most` the count the doubling stops at (1920, 240). The first 30 rows are the 30-sample draw."""
+    base = int(cfg.get("bp_samples", BP_NUM_SAMPLES))
+    if rule != "scaling":
+        return base
+    return max([base] + [(last if most else first) for top, first, last in BP_VERDICT_SAMPLES
+                         if num_qubits <= top][:1])
 
 
 def preload() -> None:
@@ -270,7 +281,9 @@ def _all_qubits_used(flat) -> bool:
     return len(used) == flat.num_qubits
 
 
-def _scaled_variances(job: dict, cfg: dict, header: dict) -> tuple[dict[int, float], list[str]]:
+def _scaled_measurements(job: dict, cfg: dict, header: dict) -> tuple[dict[int, tuple], list[str]]:
+    """{size: (program, Hamiltonian matrix, BPResult)} of every rebuilt circuit that passed the checks,
+    and why the others did not."""
     from qiskit import qpy
 
     from evaluation import barren, simulator
@@ -281,10 +294,10 @@ def _scaled_variances(job: dict, cfg: dict, header: dict) -> tuple[dict[int, flo
     n = int(job["num_qubits"])
     allowed = set(scaled_sizes(n))
     payload = header.get("qpy_scaled")
-    variances: dict[int, float] = {}
+    results: dict[int, tuple] = {}
     errors: list[str] = []
     if not isinstance(payload, dict):
-        return variances, errors
+        return results, errors
     for key, data in payload.items():
         try:
             m = int(key)
@@ -296,32 +309,92 @@ def _scaled_variances(job: dict, cfg: dict, header: dict) -> tuple[dict[int, flo
                 raise ValueError(str(ver.error))
             if not _all_qubits_used(flat):
                 raise ValueError("some qubits carry no gate")
-            bp = barren.detect_barren_plateau(simulator.compile_circuit(flat), sparse_matrix(job["hamiltonian"], m),
-                                              num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
+            prog, hmat = simulator.compile_circuit(flat), sparse_matrix(job["hamiltonian"], m)
+            bp = barren.detect_barren_plateau(prog, hmat, num_samples=verdict_samples(m, cfg, "scaling"),
                                               seed=cfg.get("seed", 0))
             if not math.isfinite(bp.bp_variance):
                 raise ValueError("non-finite gradient variance")
-            variances[m] = bp.bp_variance
+            results[m] = (prog, hmat, bp)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{key} qubits: {short_exc(exc)}"[:200])
-    return variances, errors
+    return results, errors
 
 
-def judge_bp(job: dict, cfg: dict, header: dict, variance: float) -> dict[str, Any]:
-    """In I: the verdict's result fields, from the prompt's circuit's bp_variance and the rebuilt
-    circuits in the header (measured only under rule `scaling`)."""
-    from evaluation.barren import bp_verdict
+def measured_verdict(key: str, n: int, measured: dict[int, tuple], *, rule: str = BP_RULE, seed: int = 0,
+                     threshold: float = BP_VARIANCE_THRESHOLD, cfg: dict | None = None):
+    """The verdict from {size: (program, Hamiltonian matrix, BPResult)} (the prompt's size n and the
+    rebuilt ones), as the judge reaches it: under rule `scaling` a bootstrap over each size's samples
+    (generator seeded with [seed, 1, round]); while the result is undecided because an interval
+    straddles its cut, every size's samples double (new rows only, `barren.extend_samples`) up to
+    `verdict_samples(most=True)`. Returns (BPVerdict, {size: BPResult as finally measured})."""
+    import numpy as np
 
+    from evaluation.barren import bootstrap_variances, bp_verdict, extend_samples
+
+    cfg = cfg or {}
+    results = {m: bp for m, (_, _, bp) in measured.items()}
+    for rnd in range(16):
+        replicates = None
+        if rule == "scaling":
+            rng = np.random.default_rng([seed, 1, rnd])  # stream 1: the bootstrap (the samples use `seed`)
+            replicates = {m: bootstrap_variances(results[m].gradients, rng) for m in sorted(results)}
+        v = bp_verdict(key, n, results[n].bp_variance, {m: r.bp_variance for m, r in results.items() if m != n},
+                       rule=rule, threshold=threshold, replicates=replicates)
+        grow = {m: min(2 * results[m].num_samples, verdict_samples(m, cfg, rule, most=True)) for m in results}
+        if v.bp_free is not None or v.plateau_fraction is None or all(grow[m] <= results[m].num_samples
+                                                                     for m in results):
+            return v, results
+        for m, (prog, hmat, _) in measured.items():
+            results[m] = extend_samples(prog, hmat, results[m], grow[m], seed)
+    return v, results
+
+
+REBUILD_STATES = ("complete", "partial", "failed", "not_possible", "not_needed")
+
+
+def rebuild_state(n: int, rebuilt: set[int], notes: str) -> str:
+    """`bp_rebuild`: every size of scaled_sizes(n) measured (complete), some (partial), none although
+    the reply had a qubit count to change (failed: it raised, timed out, built no circuit there or one
+    that did not verify), none because it has no such count (not_possible), or no size to rebuild
+    (not_needed, n >= 9)."""
+    sizes = scaled_sizes(n)
+    if not sizes:
+        return "not_needed"
+    if rebuilt >= set(sizes):
+        return "complete"
+    if rebuilt:
+        return "partial"
+    if not notes.strip() or "no qubit-count variable or argument" in notes:
+        return "not_possible"
+    return "failed"
+
+
+def judge_bp(job: dict, cfg: dict, header: dict, prog, hmat, bp) -> dict[str, Any]:
+    """In I: the verdict's result fields (bp_variance and its companions included: under rule
+    `scaling` they may rest on more samples than the first measurement `bp`), from the prompt's
+    circuit (compiled `prog`, Hamiltonian `hmat`, first measurement `bp`) and the rebuilt circuits in
+    the header (measured only under rule `scaling`). Samples and bootstrap draw from cfg["seed"]
+    (`--bp-seed`)."""
     rule = job.get("bp_rule") or cfg.get("bp_rule", BP_RULE)
-    scaled, errors = _scaled_variances(job, cfg, header) if rule == "scaling" else ({}, [])
-    v = bp_verdict(job["hamiltonian"], int(job["num_qubits"]), variance, scaled, rule=rule,
-                   threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD))
-    out: dict[str, Any] = {"bp_free": v.bp_free, "bp_rule": v.rule, "bp_basis": v.basis, "bp_ratio": v.ratio,
+    seed = int(cfg.get("seed", 0))
+    n = int(job["num_qubits"])
+    rebuilt, errors = _scaled_measurements(job, cfg, header) if rule == "scaling" else ({}, [])
+    v, final = measured_verdict(job["hamiltonian"], n, {n: (prog, hmat, bp), **rebuilt}, rule=rule, seed=seed,
+                                threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD), cfg=cfg)
+    first = final[n]
+    out: dict[str, Any] = {"bp_variance": first.bp_variance, "bp_max_variance": first.max_variance,
+                           "bp_dead_parameters": first.dead_parameters,
+                           "bp_free": v.bp_free, "bp_rule": v.rule, "bp_basis": v.basis, "bp_ratio": v.ratio,
                            "bp_reference": v.reference, "bp_scaling": v.scaling, "bp_decay": v.decay,
-                           "bp_decay_reference": v.decay_reference}
-    if scaled:
+                           "bp_decay_reference": v.decay_reference, "bp_ratio_ci95": v.ratio_interval,
+                           "bp_decay_ci95": v.decay_interval, "bp_plateau_fraction": v.plateau_fraction,
+                           "bp_seed": seed, "bp_samples": {str(m): r.num_samples for m, r in sorted(final.items())}}
+    if rebuilt:
         out["bp_scaled_by"] = str(header.get("scaled_by"))[:100]
     note = [str(header["scaling_note"])[:300]] if header.get("scaling_note") else []
-    if note or errors:
-        out["bp_scaling_note"] = "; ".join(note + errors)[:400]
+    if rule == "scaling":
+        out["bp_rebuild"] = rebuild_state(n, set(rebuilt), "; ".join(note + errors))
+    reason = [f"undecided: {v.reason}"] if v.reason else []
+    if note or errors or reason:
+        out["bp_scaling_note"] = "; ".join(reason + note + errors)[:600]
     return out

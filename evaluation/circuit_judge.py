@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from evaluation.defaults import BP_NUM_SAMPLES, BP_VARIANCE_THRESHOLD, MAX_DEPTH
+from evaluation.defaults import BP_RULE, BP_VARIANCE_THRESHOLD, MAX_DEPTH
 from evaluation.failures import JUDGE_ERROR
 from evaluation.sandbox.kinds import BudgetExceeded, short_exc
 
@@ -278,14 +278,15 @@ def judge(job: dict, cfg: dict, header: dict, limits) -> dict:
         _fault(job, cfg, "bp")
         hmat = sparse_matrix(key, n)
         prog = simulator.compile_circuit(flat)  # once, for the BP check and the VQE
-        bp = barren.detect_barren_plateau(prog, hmat, num_samples=cfg.get("bp_samples", BP_NUM_SAMPLES),
+        rule = job.get("bp_rule") or cfg.get("bp_rule", BP_RULE)
+        bp = barren.detect_barren_plateau(prog, hmat, num_samples=bp_scaling.verdict_samples(n, cfg, rule),
                                           threshold=cfg.get("bp_threshold", BP_VARIANCE_THRESHOLD),
                                           seed=cfg.get("seed", 0))
         if not (math.isfinite(bp.bp_variance) and math.isfinite(bp.max_variance)):
             raise simulator.NonFiniteAngle("non-finite gradient variance at the sampled parameters")
         out.update(bp_status="checked", bp_variance=bp.bp_variance, bp_max_variance=bp.max_variance,
                    bp_dead_parameters=bp.dead_parameters)
-        out.update(bp_scaling.judge_bp(job, cfg, header, bp.bp_variance))  # bp_free, bp_ratio, bp_scaling...
+        out.update(bp_scaling.judge_bp(job, cfg, header, prog, hmat, bp))  # bp_free, bp_ratio, bp_scaling...
     except simulator.NonFiniteAngle as exc:  # the reply's angles: the circuit is invalid after all
         out.update(verification_pass=False, bp_free=None, bp_status=None, failure="invalid_circuit",
                    error=f"invalid circuit: {exc}"[:300])

@@ -37,6 +37,9 @@ def _add_scoring_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bp-rule", choices=BP_RULES, default=BP_RULE,
                    help="barren-plateau verdict: 'scaling' (default: variance and its decay with n against a unitary "
                         "2-design's, docs/evaluation.md) or 'absolute' (the seed's: variance < --bp-threshold)")
+    g.add_argument("--bp-seed", type=int, default=0,
+                   help="seed of the barren-plateau check's parameter samples and of its bootstrap (default 0); "
+                        "recorded in validation_log.yaml")
     g.add_argument("--vqe", action="store_true", help="also run a short VQE per verified circuit and record energy_error")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -164,13 +167,14 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
     info: dict = {}
     limits = SandboxLimits(timeout_s=args.sandbox_timeout, judge_timeout_s=args.judge_timeout)
     results = score_replies(records, workers=args.workers, vqe=args.vqe, progress=not args.no_progress,
-                            limits=limits, bp_threshold=args.bp_threshold, info=info, bp_rule=args.bp_rule)
+                            limits=limits, bp_threshold=args.bp_threshold, info=info, bp_rule=args.bp_rule,
+                            seed=args.bp_seed)
     th = _thresholds(args)
     summary = summarize(results, th)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, results)
     bp_threshold = args.bp_threshold if args.bp_threshold is not None else BP_VARIANCE_THRESHOLD
-    meta = {"bp_rule": args.bp_rule, "bp_basis_counts": _bp_basis_counts(results),
+    meta = {"bp_rule": args.bp_rule, "bp_seed": args.bp_seed, "bp_basis_counts": _bp_basis_counts(results),
             "bp_threshold": bp_threshold, "sandbox_timeout_s": args.sandbox_timeout,
             "judge_timeout_s": args.judge_timeout, "max_judge_errors": args.max_judge_errors,
             "vqe": bool(args.vqe), "sandbox_isolation": info}
@@ -181,7 +185,8 @@ def _score_and_report(records: list[dict], out: Path, args, *, model: str | None
 
     unscored = len(summary["judge_errors"]) + len(summary["request_errors"])
     print(f"{model or out}: syntax {fmt_rate(summary['syntax_rate'])}%  verification {fmt_rate(summary['verification_rate'])}%  "
-          f"BP-free {fmt_rate(summary['bp_free_rate'])}%  ({summary['num_tests']} replies scored"
+          f"BP-free {fmt_rate(summary['bp_free_rate'])}% (BP undecided {summary['bp_undecided']})  "
+          f"({summary['num_tests']} replies scored"
           f"{f', {unscored} not scored' if unscored else ''}) -> "
           f"{result_words(summary) if summary['judge_errors'] or summary['passed'] else 'targets not met'}; "
           f"files in {out}")

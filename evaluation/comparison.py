@@ -240,6 +240,9 @@ def _compare_circuits(a_dir: Path, b_dir: Path, out_dir: Path, labels: tuple[str
     va, vb = _rate(a, "constraint_rate"), _rate(b, "constraint_rate")
     comp["metrics"]["constraint_rate"] = {"a": va, "b": vb, "change": _change(va, vb)}
     rows.append(["Constraint satisfied", fmt_rate(va), fmt_rate(vb), _fmt_change(_change(va, vb)), "", ""])
+    va, vb = _rate(a, "bp_undecided_rate"), _rate(b, "bp_undecided_rate")  # n/a for logs written before it
+    comp["metrics"]["bp_undecided_rate"] = {"a": va, "b": vb, "change": _change(va, vb)}
+    rows.append(["BP undecided (not in BP-free)", fmt_rate(va), fmt_rate(vb), _fmt_change(_change(va, vb)), "", ""])
     rows.append(["passed", str(a.get("passed")), str(b.get("passed")), "", "", ""])
     failure_rows, comp["failures"] = compare_failures(a, b)  # API drift and failure kinds, A vs B
     rows.extend(row + ["", ""] for row in failure_rows)

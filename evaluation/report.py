@@ -39,6 +39,13 @@ def scored(r: dict) -> bool:
     return r.get("verification_pass") is not None and r.get("bp_status") != "judge_error"
 
 
+def undecided(r: dict) -> bool:
+    """A verified circuit whose barren-plateau verdict is undecided (`bp_basis: undecided`, `bp_free`
+    null): not BP-free in `bp_free_rate`'s numerator, in its denominator (the seed's rate is over every
+    scored reply), and counted apart in `bp_undecided`."""
+    return r.get("bp_basis") == "undecided" and r.get("bp_free") is None and r.get("verification_pass") is True
+
+
 def _rates(results: list[dict]) -> dict[str, Any]:
     counted = [r for r in results if scored(r)]
     n = len(counted)
@@ -48,6 +55,8 @@ def _rates(results: list[dict]) -> dict[str, Any]:
         "syntax_rate": _pct(sum(r.get("syntax_valid") is True for r in counted), n),
         "verification_rate": _pct(sum(r.get("verification_pass") is True for r in counted), n),
         "bp_free_rate": _pct(sum(r.get("bp_free") is True for r in counted), n),
+        "bp_undecided": sum(undecided(r) for r in counted),
+        "bp_undecided_rate": _pct(sum(undecided(r) for r in counted), n),
         "constraint_rate": _pct(sum(r["constraint_satisfied"] is True for r in constrained), len(constrained)),
     }
 
@@ -82,6 +91,13 @@ def summarize(results: list[dict], thresholds: Thresholds) -> dict[str, Any]:
     s["errors"] = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:15])
     s.update(failure_summary(list(filter(scored, results))))
     s["bp_unsupported"] = sum(r.get("bp_status") == "unsupported" for r in filter(scored, results))
+    s["bp_undecided_reasons"] = [{"id": r.get("id"), "reason": " ".join(str(r.get("bp_scaling_note") or "").split())}
+                                 for r in filter(scored, results) if undecided(r)]
+    rebuild: dict[str, int] = {}
+    for r in filter(scored, results):
+        if r.get("bp_rebuild"):
+            rebuild[str(r["bp_rebuild"])] = rebuild.get(str(r["bp_rebuild"]), 0) + 1
+    s["bp_rebuild_counts"] = dict(sorted(rebuild.items()))
     return s
 
 
@@ -145,6 +161,8 @@ def write_validation_log(out_dir: Path, summary: dict, *, model: str | None, end
         "num_request_errors": len(summary["request_errors"]), "request_errors": summary["request_errors"],
         "by_hamiltonian": summary["by_hamiltonian"], "by_num_qubits": summary["by_num_qubits"],
         "errors": summary["errors"], "failures": summary["failures"], "bp_unsupported": summary["bp_unsupported"],
+        "bp_undecided": summary["bp_undecided"], "bp_undecided_rate": summary["bp_undecided_rate"],
+        "bp_undecided_reasons": summary["bp_undecided_reasons"], "bp_rebuild_counts": summary["bp_rebuild_counts"],
     })
     log.update({k: summary[k] for k in ("failures", "api_drift_rate", "removed_apis") if k in summary})
     log.update(extra or {})
@@ -265,11 +283,13 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
         rows.append([name, fmt_rate(summary[mk]), f"> {getattr(thresholds, tk):g}",
                      "yes" if _met(summary[mk], getattr(thresholds, tk)) else "no"])
     rows.append(["Constraint satisfied (of constrained prompts)", fmt_rate(summary["constraint_rate"]), "-", "-"])
-    brk = [["group", "n", "syntax %", "verification %", "BP-free %"]]
+    rows.append([f"BP undecided ({summary['bp_undecided']} verified replies; not in BP-free)",
+                 fmt_rate(summary["bp_undecided_rate"]), "-", "-"])
+    brk = [["group", "n", "syntax %", "verification %", "BP-free %", "BP undecided %"]]
     for key in ("by_hamiltonian", "by_num_qubits"):
         for g, s in summary[key].items():
             brk.append([str(g), str(s["num_tests"]), fmt_rate(s["syntax_rate"]), fmt_rate(s["verification_rate"]),
-                        fmt_rate(s["bp_free_rate"])])
+                        fmt_rate(s["bp_free_rate"]), fmt_rate(s["bp_undecided_rate"])])
     errs = "\n".join(f"- {md(k)}: {v}" for k, v in summary["errors"].items()) or "- none"
     fails = _failures_section(summary)
     undecided = "".join(f"- {md(e['id'])}: {md(e['reason'])}\n" for e in summary["judge_errors"] + summary["request_errors"])
@@ -279,11 +299,22 @@ def write_report(out_dir: Path, summary: dict, thresholds: Thresholds, *, model:
             f"Replies: {summary['num_replies']} ({summary['num_tests']} scored)  \n"
             f"Result: **{result_words(summary)}** (all three targets must be met"
             f"{'; judge errors leave the rates undecided' if summary['judge_errors'] else ''})\n\n"
-            f"{_table(rows)}\n![rates](rates.png)\n\n{undecided_text}## Breakdown\n\n{_table(brk)}\n"
+            f"{_table(rows)}\n![rates](rates.png)\n\n{undecided_text}{_bp_undecided_section(summary)}## Breakdown\n\n{_table(brk)}\n"
             f"![breakdown](breakdown.png)\n\n{fails}## Most common failure reasons\n\n{errs}\n\nRules: see docs/evaluation.md.\n")
     path = out_dir / "report.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _bp_undecided_section(summary: dict) -> str:
+    """report.md: the replies whose barren-plateau verdict is undecided, and why; how the rebuilds went."""
+    if not summary.get("bp_undecided_reasons") and not summary.get("bp_rebuild_counts"):
+        return ""
+    lines = "".join(f"- {md(e['id'])}: {md(e['reason'] or 'no reason recorded')}\n" for e in summary["bp_undecided_reasons"])
+    rebuild = ", ".join(f"{k} {v}" for k, v in summary.get("bp_rebuild_counts", {}).items()) or "none"
+    return (f"## Barren-plateau verdict undecided ({summary['bp_undecided']})\n\nCounted as not BP-free in the "
+            f"BP-free rate (its denominator is every scored reply); docs/evaluation.md says why.\n"
+            f"Rebuild at larger sizes: {rebuild}.\n\n{lines}\n")
 
 
 def _failures_section(summary: dict) -> str:

@@ -35,7 +35,8 @@ _EXTRA_FIELDS = ("found_by", "bp_max_variance", "bp_dead_parameters", "vqe_energ
 FAILURE_FIELDS = ("failure", "removed_api_name", "removed_in", "removed_apis", "code_rule", "fallback",
                   "whole_answer_error")
 BP_FIELDS = ("bp_rule", "bp_basis", "bp_ratio", "bp_reference", "bp_scaling", "bp_decay", "bp_decay_reference",
-             "bp_scaled_by", "bp_scaling_note")  # the BP verdict (evaluation.bp_scaling.judge_bp)
+             "bp_scaled_by", "bp_scaling_note", "bp_ratio_ci95", "bp_decay_ci95", "bp_plateau_fraction", "bp_seed",
+             "bp_rebuild", "bp_samples")  # the BP verdict (evaluation.bp_scaling.judge_bp)
 
 
 MAX_QUBITS = 16  # exact statevector BP check: 2**16 amplitudes x 30 samples is still cheap

@@ -42,3 +42,12 @@ def score_corpus(corpus: list[dict]) -> dict[str, dict]:
     records = [{"id": c["id"], "hamiltonian": c["hamiltonian"], "num_qubits": c["num_qubits"],
                 "constraint": c["constraint"], "reply": c["reply"]} for c in corpus]
     return {r["id"]: r for r in score_replies(records, workers=2)}
+
+
+def literal_layers(n, reps):
+    """RY-RZ layers joined by a linear CX ladder, every count a literal (nothing to rebuild)."""
+    return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\n"
+            f"theta = ParameterVector('t', {2 * n * (reps + 1)})\nqc = QuantumCircuit({n})\nk = 0\n"
+            f"for layer in range({reps + 1}):\n    for q in range({n}):\n"
+            f"        qc.ry(theta[k], q)\n        qc.rz(theta[k + 1], q)\n        k += 2\n"
+            f"    if layer < {reps}:\n        for q in range({n - 1}):\n            qc.cx(q, q + 1)\n")

@@ -7,6 +7,7 @@ do (McClean et al. 2018); a landscape whose gradients vanish identically is flat
 """
 
 import ast
+import inspect
 import math
 
 import numpy as np
@@ -16,7 +17,8 @@ from qiskit.circuit.library import efficient_su2
 from qiskit.quantum_info import SparsePauliOp, random_unitary
 from scipy.stats import linregress
 
-from eval_replies_cases import fence, record, rycx
+from bp_heldout_families import controlled_shallow, excitation_preserving_neel, hva_unshared, qaoa_tfim
+from eval_replies_cases import fence, literal_layers, record, rycx
 from evaluation import simulator
 from evaluation.barren import bp_verdict, haar_gradient_variance, pauli_weight, sample_parameters, \
     two_design_gradient_variance
@@ -97,7 +99,8 @@ def test_rule_branches():
     assert bp_verdict("tfim", 8, 5 * ref8).bp_free is True
     assert bp_verdict("tfim", 8, 5 * ref8).basis == "ratio"
     four = bp_verdict("tfim", 4, haar_gradient_variance("tfim", 4))
-    assert four.basis == "undecided" and four.bp_free is True and four.ratio == pytest.approx(1.0)
+    assert four.basis == "undecided" and four.bp_free is None and four.ratio == pytest.approx(1.0)
+    assert "below 8" in four.reason
     old = bp_verdict("tfim", 4, 5e-4, rule="absolute", threshold=1e-3)
     assert old.basis == "absolute" and old.bp_free is False
     with pytest.raises(ValueError):
@@ -177,15 +180,6 @@ def hva_var(key, n):
     return HVA.format(key=key, tail=f"\nnum_qubits = {n}\nqc = hva(num_qubits)\n")
 
 
-def literal_layers(n, reps):
-    """RY-RZ layers joined by a linear CX ladder, every count a literal (nothing to rebuild)."""
-    return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import ParameterVector\n"
-            f"theta = ParameterVector('t', {2 * n * (reps + 1)})\nqc = QuantumCircuit({n})\nk = 0\n"
-            f"for layer in range({reps + 1}):\n    for q in range({n}):\n"
-            f"        qc.ry(theta[k], q)\n        qc.rz(theta[k + 1], q)\n        k += 2\n"
-            f"    if layer < {reps}:\n        for q in range({n - 1}):\n            qc.cx(q, q + 1)\n")
-
-
 def literal_hva_tfim(n):
     return (f"from qiskit import QuantumCircuit\nfrom qiskit.circuit import Parameter\n"
             f"g, b = Parameter('g'), Parameter('b')\nqc = QuantumCircuit({n})\nqc.h(range({n}))\n"
@@ -221,8 +215,18 @@ CASES["hva_literal_8"] = (fence(literal_hva_tfim(8)), 8, "tfim", True, "ratio")
 CASES["deep_literal_8"] = (fence(literal_layers(8, 9)), 8, "heisenberg", False, "ratio")
 CASES["deep_literal_8_xy"] = (fence(literal_layers(8, 9)), 8, "xy_chain", False, "ratio")
 CASES["flat_var_6"] = (fence(FLAT.format(n=6)), 6, "tfim", False, "flat")
-CASES["deep_literal_4"] = (fence(literal_layers(4, 9)), 4, "heisenberg", True, "undecided")
-CASES["slow_rebuild_4"] = (fence(SLOW_REBUILD), 4, "heisenberg", True, "undecided")
+# Held-out families through the sandbox (tests/eval/bp_heldout_families.py; the rest via the library in
+# test_eval_bp_invariance.py), and literal 8-qubit circuits with every angle written 4*t or t/3.
+for _fn, _n, _key, _free in ((hva_unshared, 4, "heisenberg", True), (qaoa_tfim, 6, "tfim", True),
+                             (controlled_shallow, 4, "heisenberg", True),
+                             (excitation_preserving_neel, 6, "heisenberg", True)):
+    CASES[f"{_fn.__name__}_{_n}"] = (fence(inspect.getsource(_fn)), _n, _key, _free, "scaling")
+CASES["deep_literal_8_x4"] = (fence(literal_layers(8, 9).replace("(theta[k]", "(4 * theta[k]")
+                                    .replace("(theta[k + 1]", "(4 * theta[k + 1]")), 8, "heisenberg", False, "ratio")
+CASES["hea_literal_8_third"] = (fence(literal_layers(8, 1).replace("(theta[k]", "(theta[k] / 3")
+                                      .replace("(theta[k + 1]", "(theta[k + 1] / 3")), 8, "heisenberg", True, "ratio")
+CASES["deep_literal_4"] = (fence(literal_layers(4, 9)), 4, "heisenberg", None, "undecided")
+CASES["slow_rebuild_4"] = (fence(SLOW_REBUILD), 4, "heisenberg", None, "undecided")
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +253,7 @@ def test_physics_labels(scored, case):
     if basis == "scaling":
         assert [p["num_qubits"] for p in r["bp_scaling"]] == {4: [4, 6, 8], 6: [6, 8], 8: [8, 10]}[n]
         assert r["bp_decay"] is not None and r["bp_decay_reference"] > 0
+        assert r["bp_rebuild"] == "complete" and r["bp_decay_ci95"][0] <= r["bp_decay"] <= r["bp_decay_ci95"][1]
 
 
 def test_rebuild_is_time_boxed(scored):

@@ -62,7 +62,8 @@ def test_a_rebuild_that_runs_out_of_time_keeps_the_verified_prompt_circuit():
         assert [p["num_qubits"] for p in res[rid]["bp_scaling"]] == [4, 6, 8]
     r = res["slow"]
     assert r["verification_pass"] is True and r["failure"] is None, r  # not a timeout of the reply
-    assert r["bp_basis"] == "undecided" and r["bp_free"] is True  # literal-size rule at 4 qubits
+    assert r["bp_basis"] == "undecided" and r["bp_free"] is None  # one size below 8: undecided, not BP-free
+    assert r["bp_rebuild"] == "failed"  # visible, not only a note
     assert "rebuild ran past" in (r.get("bp_scaling_note") or ""), r
     r = res["stuck"]
     assert r["verification_pass"] is False and r["failure"] == "timeout", r
