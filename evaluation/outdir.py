@@ -8,13 +8,24 @@ from pathlib import Path
 
 
 def out_dir_problem(out: Path, flag: str = "--out") -> str | None:
-    """Create `out` (and its parents) and write a probe file in it; a one-line message if that fails."""
+    """Whether `out` can be created and written: create it (and its parents), write a probe file, then remove
+    the probe and the folders this check created (a command that refuses later leaves nothing behind). A
+    one-line message if that fails."""
+    created: list[Path] = []
     try:
         if out.exists() and not out.is_dir():
             return f"{flag} {out} exists and is not a directory"
+        missing = [p for p in (out, *out.parents) if not p.exists()]
         out.mkdir(parents=True, exist_ok=True)
+        created = missing  # deepest first
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
             pass
     except OSError as exc:
         return f"{flag} {out} cannot be written: {exc.strerror or exc}"
+    finally:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
     return None
