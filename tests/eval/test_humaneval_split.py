@@ -481,3 +481,55 @@ def test_survey_records_types_and_mutation():
     assert row["passed"] and row["mutated"] and row["arg_types"][0] == "qiskit.QuantumCircuit", row
     assert type_tree([1, (2.0, "x")]) == "list[int | tuple[float, str]]"
     assert summarise([row])["flags"]["mutated an argument"] == 1
+
+
+GC_SEARCH_FOR_THE_TEST = _fn('''
+    import gc
+    import sys
+
+    NEEDLE = "def " + "check(candidate)"  # never contiguous in this completion's own source
+
+    def _strings(value, depth=0):
+        if isinstance(value, str):
+            yield value
+        elif depth < 3 and isinstance(value, dict):
+            for v in list(value.values()):
+                yield from _strings(v, depth + 1)
+        elif depth < 3 and isinstance(value, (list, tuple)):
+            for v in list(value):
+                yield from _strings(v, depth + 1)
+
+    def count_gates(circuit):
+        frame = sys._getframe()
+        places = []
+        while frame is not None:  # every caller's locals: the runner's job, the test if it were on the stack
+            places.append(dict(frame.f_locals))
+            places.append(frame.f_globals)
+            frame = frame.f_back
+        places.extend(o for o in gc.get_objects() if isinstance(o, (dict, list)))
+        for place in places:
+            for s in _strings(place):
+                if s is not NEEDLE and NEEDLE in s:
+                    raise RuntimeError("FOUND-THE-TEST")
+        return {}
+''')
+
+
+def test_split_judge_batch_through_the_sandbox():
+    """The same hostile and realistic completions through the real runner (score_samples: fork server, I, G,
+    every isolation layer), with valid completions around them; plus a completion that searches its own
+    memory for the test (the server keeps a job's test out of every fork). On fb4123f each in-process attack
+    passed and the memory search found the test."""
+    from evaluation.humaneval.scoring import Sample, score_samples
+
+    batch = BATCH + [("memory search for the test", T80, GC_SEARCH_FOR_THE_TEST, "assertion"),
+                     ("canonical 80 after it", T80, NORMAL[T80].canonical_solution, None)]
+    res = score_samples([Sample(tid, i, comp) for i, (_, tid, comp, _) in enumerate(batch)], "normal", workers=2)
+    for (label, _, _, expected), r in zip(batch, res):
+        if expected is None:
+            assert r["passed"] and r["failure"] is None, (label, r)
+        elif expected == "hostile":
+            assert not r["passed"] and r["failure"] not in (None, "judge_error"), (label, r)
+        else:
+            assert not r["passed"] and r["failure"] == expected, (label, r)
+    assert "FOUND-THE-TEST" not in str(res[-2]["error"])

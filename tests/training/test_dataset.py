@@ -50,11 +50,13 @@ def _rescore(records: list[dict]) -> list[dict]:
 
 def _independent_check(rec: dict, n: int) -> str | None:
     """Not the judge that filtered the data: run the example's python fence (generated, trusted) and check its
-    circuit with plain qiskit: a module-level circuit with free parameters, n qubits, depth <= 50 after
-    decomposition (barriers aside). None when it holds, else why not."""
+    circuit with plain qiskit: a module-level circuit with free parameters, n qubits, depth <= 50 once composite
+    gates are decomposed into standard ones (barriers aside; `decompose(reps=6)` of every gate made the global
+    phase expressions of an RXX/RYY/RZZ ansatz grow without end). None when it holds, else why not."""
     import re
 
     from qiskit import QuantumCircuit
+    from qiskit.circuit.library import get_standard_gate_name_mapping
 
     code = re.search(r"```python\n(.*?)```", rec["messages"][2]["content"], re.S).group(1)
     ns: dict = {"__name__": "__main__"}
@@ -62,8 +64,14 @@ def _independent_check(rec: dict, n: int) -> str | None:
     circuits = [v for v in ns.values() if isinstance(v, QuantumCircuit) and v.num_parameters > 0]
     if not circuits:
         return "no module-level circuit with free parameters"
+    standard = set(get_standard_gate_name_mapping()) | {"barrier", "delay", "measure"}
     for qc in circuits:
-        flat = qc.decompose(reps=6)
+        flat = qc
+        for _ in range(6):  # composite (library) gates down to standard ones; a standard gate is kept as it is
+            composite = {inst.operation.name for inst in flat.data} - standard
+            if not composite:
+                break
+            flat = flat.decompose(gates_to_decompose=sorted(composite))
         depth = flat.depth(filter_function=lambda inst: inst.operation.name not in ("barrier", "delay"))
         if qc.num_qubits == n and depth <= 50:
             return None
