@@ -77,7 +77,7 @@ def run_reply(job: dict, iso: Isolation, workdir: str, uid: int | None, limits: 
             os._exit(3)
         channel.write_all(SETUP_FD, b"ok")
         os.close(SETUP_FD)  # from here on the reply runs: it cannot speak on the setup channel
-        status = _run_and_hand_over(job, limits, own_proc, deadline)
+        status = _run_and_hand_over(job, own_proc, deadline)
     except BaseException:  # noqa: BLE001
         try:
             os.write(2, traceback.format_exc()[-1500:].encode())
@@ -106,7 +106,7 @@ def _arrange_fds(fds: dict[str, int]) -> int:
     return SETUP_FD
 
 
-def _run_and_hand_over(job: dict, limits: SandboxLimits, own_proc: bool, deadline: float) -> int:
+def _run_and_hand_over(job: dict, own_proc: bool, deadline: float) -> int:
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
     sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
     sys.argv = ["reply.py"]
