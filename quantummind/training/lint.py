@@ -401,9 +401,9 @@ def check_memory(cfg: dict[str, Any], report: LintReport, gpu: GpuInfo | None) -
 
 
 def gpu_markers(cfg: dict[str, Any]) -> list[str]:
-    """Keys that only make sense on a GPU: a config carrying them is a GPU config."""
-    marks = [k for k in ("bf16", "fp16", "tf32", "flash_attention", "load_in_4bit", "load_in_8bit")
-             if cfg.get(k) not in (None, False, "false")]
+    """Keys that only make sense on a GPU: a config carrying them is a GPU config. 4-/8-bit loading is not one:
+    QLoRA trains on the CPU too (bitsandbytes' CPU backend; the wrapper's cpu_qlora_launch)."""
+    marks = [k for k in ("bf16", "fp16", "tf32", "flash_attention") if cfg.get(k) not in (None, False, "false")]
     if str(cfg.get("attn_implementation") or "").startswith("flash"):
         marks.append("attn_implementation")
     if cfg.get("deepspeed") or cfg.get("fsdp_config"):

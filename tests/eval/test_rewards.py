@@ -81,7 +81,9 @@ NO_CODE = "I'm sorry, but I can't write that circuit without more details about 
 # label -> (reply, exact reward)
 LABELLED = {
     "qwen_hea_verified_ry_cx": (QWEN_HEA, W.verified + W.bp_free + W.constraint),
-    "llama_h_rz_breaks_constraint": (LLAMA_H_RZ, W.verified + W.bp_free),
+    # a literal 4-qubit circuit: nothing to rebuild at larger sizes, so its BP verdict is undecided (issue 18) and
+    # earns no BP bonus; the H gates break "Use only RY and CX gates": no constraint bonus either
+    "llama_h_rz_breaks_constraint": (LLAMA_H_RZ, W.verified),
     "llama_removed_api_crashes": (LLAMA_OLD_API, W.crashed),
     "three_qubits_for_four": (WRONG_SIZE, W.circuit),
     "runs_but_builds_nothing": (fence("import math\nangle = math.pi / 4\nprint(angle)\n"), W.runs),

@@ -57,5 +57,5 @@ def test_cli_reward_selection_without_rewards_is_one_line(tiny_model_dir, tmp_pa
     sft = peft_run(tiny_model_dir, tmp_path, {2: 1.0, 4: 0.5})
     proc = subprocess.run([sys.executable, str(MERGE_PY), str(sft.config), "--select-by", "reward",
                            "--output", str(tmp_path / "m")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no reward logged" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no reward logged" in proc.stderr
     assert not (tmp_path / "m").exists()
