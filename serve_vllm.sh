@@ -194,7 +194,11 @@ if [[ -n "${LORA_MODULES:-}" ]]; then
     (( rank > max_rank )) && max_rank=$rank
     mods+=("$name=$(cd "$path" && pwd)")
   done
-  LORA_ARGS=(--enable-lora --lora-modules "${mods[@]}" --max-lora-rank "$max_rank")
+  # vLLM takes only these ranks for --max-lora-rank: the smallest that holds every adapter's r
+  for allowed in 1 8 16 32 64 128 256 320 512; do (( allowed >= max_rank )) && break; done
+  (( allowed >= max_rank )) || die "LoRA rank $max_rank is above vLLM's largest --max-lora-rank (512)"
+  # --max-loras: every adapter may be in one batch (vLLM's default 1 serialises requests to different adapters)
+  LORA_ARGS=(--enable-lora --lora-modules "${mods[@]}" --max-lora-rank "$allowed" --max-loras "${#mods[@]}")
 fi
 
 # ------------------------------------------------------------------------------------- command

@@ -17,16 +17,26 @@ except ImportError:  # the seed's check_venv, for interpreters that lack the pro
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Merge the best (lowest eval_loss) checkpoint of an axolotl LoRA/QLoRA run into its base "
-        "model, streaming one tensor at a time, and write a vLLM-ready model directory.",
+        description="Merge the best checkpoint of an axolotl LoRA/QLoRA run (lowest eval_loss by default; "
+        "--select-by reward or judge) into its base model, streaming one tensor at a time, and write a vLLM-ready model directory.",
     )
     p.add_argument("config", help="the axolotl YAML of the run (base_model, output_dir, adapter, bnb settings, "
                    "tokens come from it; relative paths resolve against the current directory)")
     p.add_argument("--checkpoint", default="best",
-                   help="'best' (lowest eval_loss, default), 'last' (highest step) or a checkpoint directory")
-    p.add_argument("--select-by", choices=["eval_loss", "reward"], default="eval_loss",
-                   help="what 'best' ranks: eval_loss (lowest, default) or reward (GRPO runs, which log no eval_loss: "
-                   "the highest mean reward logged since the checkpoint before)")
+                   help="'best' (default: the best by --select-by), 'last' (highest step) or a checkpoint directory")
+    p.add_argument("--select-by", choices=["eval_loss", "reward", "judge"], default="eval_loss",
+                   help="what 'best' ranks: eval_loss (lowest, default: the seed's rule), reward (GRPO runs, which log "
+                   "no eval_loss: the highest mean reward logged since the checkpoint before) or judge (what each "
+                   "checkpoint writes: one vLLM server with every checkpoint as a LoRA adapter, `evaluation run` on "
+                   "the same prompts for each; highest verification rate wins, ties by BP-free rate, then eval_loss; "
+                   "costs --select-prompts x checkpoints generations; results in OUTPUT/selection/)")
+    judge = p.add_argument_group("--select-by judge")
+    judge.add_argument("--select-prompts", type=int, default=45, metavar="N",
+                       help="prompts per checkpoint (default 45: each of the seed's 45 combinations once)")
+    judge.add_argument("--select-seed", type=int, default=0, metavar="S",
+                       help="sampling seed, the same for every checkpoint so replies pair by prompt (default 0)")
+    judge.add_argument("--select-max-tokens", type=int, default=1024, metavar="T",
+                       help="max tokens per reply (default 1024, as `evaluation run`)")
     p.add_argument("--output", help="output directory (default: fine-tuning/merged_models/<run name>, "
                    "run name = basename of output_dir)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
@@ -61,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verify_tolerance is not None and not args.verify:
         parser.error("--verify-tolerance needs --verify")
+    judge_flags = [f for f, v, d in (("--select-prompts", args.select_prompts, 45), ("--select-seed", args.select_seed, 0),
+                                     ("--select-max-tokens", args.select_max_tokens, 1024)) if v != d]
+    if judge_flags and args.select_by != "judge":
+        parser.error(f"{', '.join(judge_flags)} need --select-by judge")
+    if args.select_prompts < 1 or args.select_max_tokens < 1:
+        parser.error("--select-prompts and --select-max-tokens must be >= 1")
     require("torch", "yaml")
     from quantummind.merge import MergeError, merge
+    from quantummind.merge.judge_select import JudgeOptions
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     # SIGTERM cleans up like Ctrl-C: the partial output is removed before exit.
@@ -73,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             max_shard_size=args.max_shard_size, qlora_faithful=not args.no_qlora_faithful,
             verify=args.verify, verify_tolerance=args.verify_tolerance, force=args.force,
             allow_vocab_shrink=args.allow_vocab_shrink, select_by=args.select_by,
+            judge=JudgeOptions(prompts=args.select_prompts, seed=args.select_seed, max_tokens=args.select_max_tokens),
         )
     except (MergeError, ValueError) as exc:  # bad input: usage (exit 2; 1 is a failed --verify)
         print(f"error: {exc}", file=sys.stderr)
@@ -89,8 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         diff = "nan" if v["max_abs_logit_diff"] is None else f"{v['max_abs_logit_diff']:.3g}"
         print(f"verify: max |logit diff| = {diff} (tolerance {v['tolerance']:.3g}; reference: {v['reference']})")
     warned = f", {len(r['warnings'])} warning(s) in merge_report.json" if r["warnings"] else ""
-    chosen_by = f"reward {r['reward']:.4f}, selected by reward" if r.get("select_by") == "reward" else \
-        f"eval_loss {r['eval_loss']}"
+    chosen_by = f"eval_loss {r['eval_loss']}"
+    if r.get("select_by") == "reward":
+        chosen_by = f"reward {r['reward']:.4f}, selected by reward"
+    elif r.get("judge_selection"):
+        j = r["judge_selection"]
+        won = next(c for c in j["checkpoints"] if c["checkpoint"] == j["winner"])
+        chosen_by = (f"verification {won['verification']['rate']} % of {won['verification']['n']}, selected by the "
+                     f"judge; report: {result.output / j['report']}")
     print(f"merged {r['checkpoint']} ({chosen_by}) -> {result.output} "
           f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB"
           f"{warned}]")

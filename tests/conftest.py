@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from quantummind.paths import SERVE_VENV, offline_env, venv_python
+from quantummind.paths import REPO_ROOT, SERVE_VENV, offline_env, venv_python
 from quantummind.serving import start_background_server
 from quantummind.tiny_model import build_tiny_model
 
@@ -44,3 +46,26 @@ def vllm_server(tiny_model_dir, serve_python, tmp_path_factory):
         pytest.fail(f"vLLM did not start: {exc}")
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, serve_python) -> subprocess.CompletedProcess:
+    """`make demo`, smaller (400 examples, 24 prompts), once per session: real axolotl, the merge, vLLM, the
+    judge. The completed process, with `run_dir` added: its `merged/` is a fine-tuned tiny model that writes
+    circuits the judge verifies, which the checkpoint-selection tests build on."""
+    run = tmp_path_factory.mktemp("demo-run") / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantummind.demo", "--run-dir", str(run), "--num-examples", "400",
+         "--num-tests", "24"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
+    )
+    proc.run_dir = run
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_run) -> Path:
+    """The demo's merged fine-tuned tiny model (fails the test when the demo did not finish)."""
+    if demo_run.returncode != 0:
+        pytest.fail(f"the demo failed ({demo_run.returncode}):\n{demo_run.stdout[-2000:]}\n{demo_run.stderr[-2000:]}")
+    return demo_run.run_dir / "merged"

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from quantummind.paths import REPO_ROOT
-
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end(tmp_path, serve_python):
-    run = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "quantummind.demo", "--run-dir", str(run), "--num-examples", "400",
-         "--num-tests", "24"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
-    )
+def test_demo_pipeline_end_to_end(demo_run):
+    run, proc = demo_run.run_dir, demo_run  # the session's demo run (tests/conftest.py), shared with selection tests
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for n in range(1, 11):
         assert f"==> [{n}/10]" in proc.stdout, f"step {n} was not announced"

@@ -87,9 +87,9 @@ def test_exposed_host_requires_an_api_key_and_keeps_it_off_the_command_line(tiny
     assert "s3cret" not in " ".join(argv), "vLLM reads VLLM_API_KEY from the environment"
 
 
-def _adapter(path: Path, modules_to_save) -> Path:
+def _adapter(path: Path, modules_to_save, r: int = 32) -> Path:
     path.mkdir(parents=True)
-    cfg = {"peft_type": "LORA", "r": 32, "lora_alpha": 64, "target_modules": ["q_proj"],
+    cfg = {"peft_type": "LORA", "r": r, "lora_alpha": 64, "target_modules": ["q_proj"],
            "modules_to_save": modules_to_save}
     (path / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     (path / "adapter_model.safetensors").write_bytes(b"")
@@ -101,6 +101,18 @@ def test_lora_modules_are_passed_with_their_rank(tiny_model_dir, tmp_path):
     argv = dry_run(str(tiny_model_dir), env={"QM_DEVICE": "cpu", "LORA_MODULES": f"qm={a}"})
     assert "--enable-lora" in argv and flag(argv, "--lora-modules") == f"qm={a}"
     assert flag(argv, "--max-lora-rank") == "32"
+    assert flag(argv, "--max-loras") == "1"
+
+
+def test_lora_rank_is_rounded_up_to_one_vllm_takes_and_every_adapter_fits_a_batch(tiny_model_dir, tmp_path):
+    # vLLM's --max-lora-rank takes 1, 8, 16, 32, 64, ...: r=4 and r=12 adapters need 16, not 12
+    a, b = _adapter(tmp_path / "a", None, r=4), _adapter(tmp_path / "b", None, r=12)
+    argv = dry_run(str(tiny_model_dir), env={"QM_DEVICE": "cpu", "LORA_MODULES": f"a={a} b={b}"})
+    assert flag(argv, "--max-lora-rank") == "16"
+    assert flag(argv, "--max-loras") == "2"
+    huge = _adapter(tmp_path / "c", None, r=1024)
+    proc = serve("--dry-run", str(tiny_model_dir), env={"QM_DEVICE": "cpu", "LORA_MODULES": f"c={huge}"})
+    assert proc.returncode == 2 and "512" in proc.stderr
 
 
 def test_lora_with_modules_to_save_is_refused(tiny_model_dir, tmp_path):

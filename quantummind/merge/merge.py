@@ -23,6 +23,9 @@ import torch
 from quantummind.merge.adapter import Adapter
 from quantummind.merge.checkpoints import CheckpointChoice, select_checkpoint
 from quantummind.merge.errors import MergeError
+from quantummind.merge.judge_select import JudgeOptions, select_by_judge
+from quantummind.merge.judge_select import candidates_of as judge_candidates
+from quantummind.merge.judge_select import choice_of as judge_choice
 from quantummind.merge.nf4 import roundtrip_4bit
 from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, load_settings, resolve_base_model
 from quantummind.merge.shards import (
@@ -370,6 +373,7 @@ def merge(
     force: bool = False,
     allow_vocab_shrink: bool = False,
     select_by: str = "eval_loss",
+    judge: "JudgeOptions | None" = None,
 ) -> MergeResult:
     """Merge the chosen checkpoint of the run described by an axolotl config. Nothing is
     written unless the whole merge succeeds. With `verify`, the report's verify.passed says
@@ -377,16 +381,23 @@ def merge(
     dtype, quantummind.merge.verify.DEFAULT_TOLERANCE); the output is written either way."""
     t0 = time.perf_counter()
     settings = load_settings(config_path)
-    choice = select_checkpoint(settings.output_dir, checkpoint, select_by=select_by)
-    logger.info("checkpoints:\n%s", choice.format_table())
-    warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}"
-                for s in choice.unscored] if choice.how == "best" and choice.select_by == "eval_loss" else []  # select_checkpoint logged them
+    by_judge = select_by == "judge"
+    if by_judge and str(checkpoint) != "best":
+        raise MergeError("--select-by judge chooses among the checkpoints: it cannot be combined with --checkpoint")
+    # by the judge, the choice is made once the output's place is known to be safe: it serves and evaluates
+    candidates = judge_candidates(settings.output_dir) if by_judge else None
+    choice = None if by_judge else select_checkpoint(settings.output_dir, checkpoint, select_by=select_by)
+    warnings: list[str] = []
+    if choice is not None:
+        logger.info("checkpoints:\n%s", choice.format_table())
+        if choice.how == "best" and choice.select_by == "eval_loss":  # select_checkpoint logged them
+            warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}" for s in choice.unscored]
     base_path = resolve_base_model(settings.base_model)
     target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
     target = target.expanduser().resolve()
     inputs = [Input("the base model", base_path), Input("the run's output_dir", settings.output_dir),
-              Input("the adapter checkpoint", choice.path), Input("the config", Path(config_path)),
-              *(Input("the dataset", p) for p in settings.data_paths)]
+              *([Input("the adapter checkpoint", choice.path)] if choice is not None else []),
+              Input("the config", Path(config_path)), *(Input("the dataset", p) for p in settings.data_paths)]
     check_output_target(target, inputs, force=force)
     check_writable(target)
     base = open_base(base_path)
@@ -396,7 +407,12 @@ def merge(
     max_bytes = parse_size(max_shard_size)
 
     tmp, created = _prepare_output(target)  # probes the place before any work
+    judged = None
     try:
+        if by_judge:
+            judged = select_by_judge(base_path, settings.output_dir, tmp / "selection", judge or JudgeOptions(),
+                                     table=candidates)
+            choice = judge_choice(judged, candidates)
         adapter = Adapter(choice.path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -461,7 +477,9 @@ def merge(
                 "step": choice.step,
                 "eval_loss": choice.eval_loss,
                 "select_by": choice.select_by,
+                "selected_by": choice.select_by if choice.how == "best" else choice.how,
                 "reward": choice.reward,
+                "judge_selection": judged.to_json(tmp / "selection") if judged is not None else None,
                 "checkpoints": [s.to_json() for s in choice.table],
                 "base_model": settings.base_model,
                 "base_model_path": str(base.path),

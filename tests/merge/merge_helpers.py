@@ -126,7 +126,8 @@ def copy_run(run: TrainedRun, dest: Path) -> TrainedRun:
 
 
 def write_peft_checkpoint(base_dir: Path, ckpt: Path, *, seed: int, lora: dict | None = None,
-                          eval_loss: float | None = None, step: int = 1) -> Path:
+                          eval_loss: float | None = None, step: int = 1, b_std: float = 0.05) -> Path:
+    """A PEFT checkpoint whose LoRA B matrices are drawn from N(0, b_std) (PEFT's own init has B = 0: no change)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -138,7 +139,7 @@ def write_peft_checkpoint(base_dir: Path, ckpt: Path, *, seed: int, lora: dict |
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name or "lora_embedding_B" in name:
-                p.normal_(0, 0.05)
+                p.normal_(0, b_std)
             elif "lora_magnitude_vector" in name:
                 p.mul_(1 + 0.1 * torch.randn_like(p))
             elif "modules_to_save" in name:
