@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,16 @@ def write_report(sel: JudgeSelection, path: Path) -> None:
         + "\n".join(rows) + f"\n\n{versus}\n\nTook {sel.seconds:.0f} s.\n")
 
 
+def _why(serve_output: str) -> str:
+    """The line of serve_vllm.sh's output that says why: vLLM's root cause, else its own error line."""
+    lines = [ln.strip() for ln in serve_output.splitlines() if ln.strip()]
+    for marker in ("root cause (the first exception in the log): ", "serve_vllm.sh: error: "):
+        found = next((ln.split(marker, 1)[1] for ln in lines if marker in ln), None)
+        if found:
+            return found[:400]
+    return lines[0][:400] if lines else "no output"
+
+
 def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, options: JudgeOptions,
                     *, table: list[CheckpointScore] | None = None) -> JudgeSelection:
     """Serve `base_model` with every checkpoint under `output_dir` as a LoRA adapter, evaluate each, pick the
@@ -244,19 +255,25 @@ def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, opt
     if options.prompts < 1 or options.max_tokens < 1:
         raise MergeError("--select-prompts and --select-max-tokens must be >= 1")
     selection_dir.mkdir(parents=True)
-    mods = " ".join(f"{s.path.name}={s.path}" for s in table)
     logger.info("serving %s with %d adapters to judge %d prompts each (%d generations)", base_model.name,
                 len(table), options.prompts, options.prompts * len(table))
-    try:
-        server = start_background_server(base_model, "base", selection_dir / "serve", max_seqs=options.max_seqs,
-                                         max_len=options.max_len, timeout_s=options.serve_timeout_s,
-                                         extra_env={"LORA_MODULES": mods})
-    except RuntimeError as exc:
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), "no output")
-        raise MergeError(f"the vLLM server for --select-by judge did not start: {first[:400]} "
-                         f"(log in {selection_dir / 'serve'})") from None
-    with server:
-        _evaluate_all(server.base_url, table, selection_dir, options)
+    with tempfile.TemporaryDirectory(prefix="qm-lora-") as links:
+        # LORA_MODULES is a whitespace-separated list: the adapters go in through links whose paths have none
+        if any(c.isspace() for c in links):
+            raise MergeError(f"the temporary directory {links!r} has whitespace in its path: set TMPDIR to one without")
+        mods = []
+        for s in table:
+            (Path(links) / s.path.name).symlink_to(s.path.resolve(), target_is_directory=True)
+            mods.append(f"{s.path.name}={Path(links) / s.path.name}")
+        try:
+            server = start_background_server(base_model, "base", selection_dir / "serve", max_seqs=options.max_seqs,
+                                             max_len=options.max_len, timeout_s=options.serve_timeout_s,
+                                             extra_env={"LORA_MODULES": " ".join(mods)})
+        except RuntimeError as exc:
+            raise MergeError(f"the vLLM server for --select-by judge did not start: {_why(str(exc))} "
+                             f"(log in {selection_dir / 'serve'})") from None
+        with server:
+            _evaluate_all(server.base_url, table, selection_dir, options)
     cands = [Candidate(s, selection_dir / s.path.name, *_rates(selection_dir / s.path.name)) for s in table]
     winner = max(cands, key=Candidate.rank_key)
     with_loss = [c for c in cands if c.score.eval_loss is not None and math.isfinite(c.score.eval_loss)]
