@@ -52,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-tolerance", type=float, metavar="T",
                    help="largest accepted max |logit difference| for --verify (default by merged dtype: "
                    "1e-3 float32, 0.5 bfloat16, 0.1 float16)")
+    served = p.add_argument_group("--check-served")
+    served.add_argument("--check-served", action="store_true",
+                        help="after the merge, serve the merged folder and (in turn) the base with the chosen checkpoint "
+                        "as a LoRA adapter in vLLM, greedy-decode the same prompts through the OpenAI endpoint and compare "
+                        "the generated token ids (merge_report.json: check_served); a 16-bit LoRA past --check-tolerance "
+                        "exits 1 (the merged model stays written); QLoRA differs by design and is only reported")
+    served.add_argument("--check-prompts", type=int, default=8, metavar="K", help="prompts to decode (default 8)")
+    served.add_argument("--check-max-tokens", type=int, default=64, metavar="T",
+                        help="greedy tokens per prompt (default 64)")
+    served.add_argument("--check-tolerance", type=float, metavar="X",
+                        help="largest accepted 1 - mean token agreement (default by merged dtype: 0.02 float32, "
+                        "0.25 bfloat16/float16)")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier merge's output (a folder holding merge_report.json), only after "
                    "the new merge succeeded; never a folder that is, holds or lies inside an input (base "
@@ -77,11 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(judge_flags)} need --select-by judge")
     if args.select_prompts < 1 or args.select_max_tokens < 1:
         parser.error("--select-prompts and --select-max-tokens must be >= 1")
+    check_flags = [f for f, v, d in (("--check-prompts", args.check_prompts, 8), ("--check-max-tokens", args.check_max_tokens, 64),
+                                     ("--check-tolerance", args.check_tolerance, None)) if v != d]
+    if check_flags and not args.check_served:
+        parser.error(f"{', '.join(check_flags)} need --check-served")
+    if args.check_prompts < 1 or args.check_max_tokens < 1:
+        parser.error("--check-prompts and --check-max-tokens must be >= 1")
+    if args.check_tolerance is not None and not 0 <= args.check_tolerance <= 1:
+        parser.error("--check-tolerance must be in [0, 1]")
     require("torch", "yaml")
     from quantummind.merge import MergeError, merge
     from quantummind.merge.judge_select import JudgeOptions
+    from quantummind.merge.served_check import CheckOptions
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to the check's servers otherwise
     # SIGTERM cleans up like Ctrl-C: the partial output is removed before exit.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -91,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             verify=args.verify, verify_tolerance=args.verify_tolerance, force=args.force,
             allow_vocab_shrink=args.allow_vocab_shrink, select_by=args.select_by,
             judge=JudgeOptions(prompts=args.select_prompts, seed=args.select_seed, max_tokens=args.select_max_tokens),
+            check_served=CheckOptions(prompts=args.check_prompts, max_tokens=args.check_max_tokens,
+                                      tolerance=args.check_tolerance) if args.check_served else None,
         )
     except (MergeError, ValueError) as exc:  # bad input: usage (exit 2; 1 is a failed --verify)
         print(f"error: {exc}", file=sys.stderr)
@@ -118,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"merged {r['checkpoint']} ({chosen_by}) -> {result.output} "
           f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB"
           f"{warned}]")
+    if "check_served" in r:
+        c = r["check_served"]
+        first = [p["first_divergence"] for p in c["per_prompt"] if p["first_divergence"] is not None]
+        print(f"check-served: {c['identical_prompts']}/{c['prompts']} prompts identical, mean token agreement "
+              f"{c['mean_agreement']:.3f}{f', first divergence at token {min(first)}' if first else ''} "
+              f"(tolerance {c['tolerance']:g}; {'QLoRA: reported, not enforced' if not c['enforced'] else 'passed' if c['passed'] else 'FAILED'})")
+    if result.check_served_failed:
+        print(f"error: check-served failed: the served adapter and the merged model disagree past the tolerance "
+              f"(the merged model is in {result.output}; see merge_report.json check_served)", file=sys.stderr)
+        return 1
     if result.verify_failed:
         print(f"error: verify failed: max |logit diff| {diff} > tolerance {r['verify']['tolerance']:.3g} "
               f"(the merged model is in {result.output}; see its merge_report.json)", file=sys.stderr)

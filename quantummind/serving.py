@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -81,3 +85,42 @@ def start_background_server(
         raise RuntimeError(f"serve_vllm.sh exited {proc.returncode}: {(proc.stderr or '').strip()[-2000:]}\n{tail}")
     pid = int((run_dir / f"vllm-{port}.pid").read_text())
     return BackgroundServer(f"http://127.0.0.1:{port}/v1", name, port, pid, log, env)
+
+
+def serve_error(serve_output: str) -> str:
+    """The line of serve_vllm.sh's output (a start_background_server RuntimeError) that says why the server did
+    not start: vLLM's root cause, else the script's own error line."""
+    lines = [ln.strip() for ln in serve_output.splitlines() if ln.strip()]
+    for marker in ("root cause (the first exception in the log): ", "serve_vllm.sh: error: "):
+        found = next((ln.split(marker, 1)[1] for ln in lines if marker in ln), None)
+        if found:
+            return found[:400]
+    return lines[0][:400] if lines else "no output"
+
+
+def lora_problem(adapter_dir: Path) -> str | None:
+    """Why vLLM cannot serve `adapter_dir` as a LoRA module (checked before a server starts), or None."""
+    try:
+        cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable adapter_config.json ({exc})"
+    if cfg.get("modules_to_save"):
+        return (f"has modules_to_save {cfg['modules_to_save']} (full copies of those weights), which vLLM cannot "
+                "serve as a LoRA adapter")
+    if cfg.get("use_dora"):
+        return "is a DoRA adapter (use_dora), which vLLM cannot serve as a LoRA module"
+    return None
+
+
+@contextmanager
+def lora_modules(adapters: dict[str, Path]) -> Iterator[str]:
+    """The LORA_MODULES value (`name=path ...`) for serve_vllm.sh. It is whitespace-separated, so each adapter
+    goes in through a link in a fresh temporary folder (removed afterwards); the real path may have spaces."""
+    with tempfile.TemporaryDirectory(prefix="qm-lora-") as links:
+        if any(c.isspace() for c in links):
+            raise ValueError(f"the temporary folder {links!r} has whitespace in its path: set TMPDIR to one without")
+        mods = []
+        for name, path in adapters.items():
+            (Path(links) / name).symlink_to(Path(path).resolve(), target_is_directory=True)
+            mods.append(f"{name}={Path(links) / name}")
+        yield " ".join(mods)

@@ -10,14 +10,13 @@ choice with the exact McNemar test) and `comparison/` (evaluation's own paired c
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,22 +104,17 @@ class JudgeSelection:
                 "report": f"{selection_dir.name}/{REPORT}", "seconds": round(self.seconds, 1)}
 
 
-def servable(ckpt: Path) -> None:
+def servable(ckpt: Path, why: str = "--select-by judge serves every checkpoint as a LoRA module") -> None:
     """MergeError when vLLM cannot serve the checkpoint's adapter as a LoRA module (checked before a server starts)."""
-    try:
-        cfg = json.loads((ckpt / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise MergeError(f"{ckpt.name}: unreadable adapter_config.json ({exc})") from None
-    if cfg.get("modules_to_save"):
+    from quantummind.serving import lora_problem
+
+    problem = lora_problem(ckpt)
+    if problem:
         raise MergeError(
-            f"{ckpt.name} has modules_to_save {cfg['modules_to_save']} (full copies of those weights), which vLLM "
-            "cannot serve as a LoRA adapter, so --select-by judge cannot evaluate it: train without "
-            "lora_modules_to_save (a run that adds tokens needs it: then choose with --select-by eval_loss or "
-            "--checkpoint DIR), or merge checkpoints one by one (--checkpoint DIR --output ...) and compare them "
-            "with `python -m evaluation run`")
-    if cfg.get("use_dora"):
-        raise MergeError(f"{ckpt.name} is a DoRA adapter (use_dora), which vLLM cannot serve as a LoRA module: "
-                         "choose with --select-by eval_loss or --checkpoint DIR")
+            f"{ckpt.name} {problem}, and {why}: train without lora_modules_to_save / use_dora (a run that adds "
+            "tokens needs lora_modules_to_save: then choose with --select-by eval_loss or --checkpoint DIR), or "
+            "merge checkpoints one by one (--checkpoint DIR --output ...) and compare them with "
+            "`python -m evaluation run`")
 
 
 def candidates_of(output_dir: Path) -> list[CheckpointScore]:
@@ -234,21 +228,11 @@ def write_report(sel: JudgeSelection, path: Path) -> None:
         + "\n".join(rows) + f"\n\n{versus}\n\nTook {sel.seconds:.0f} s.\n")
 
 
-def _why(serve_output: str) -> str:
-    """The line of serve_vllm.sh's output that says why: vLLM's root cause, else its own error line."""
-    lines = [ln.strip() for ln in serve_output.splitlines() if ln.strip()]
-    for marker in ("root cause (the first exception in the log): ", "serve_vllm.sh: error: "):
-        found = next((ln.split(marker, 1)[1] for ln in lines if marker in ln), None)
-        if found:
-            return found[:400]
-    return lines[0][:400] if lines else "no output"
-
-
 def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, options: JudgeOptions,
                     *, table: list[CheckpointScore] | None = None) -> JudgeSelection:
     """Serve `base_model` with every checkpoint under `output_dir` as a LoRA adapter, evaluate each, pick the
     winner. Writes `selection_dir` (which must not exist yet). MergeError when a server or an evaluation fails."""
-    from quantummind.serving import start_background_server
+    from quantummind.serving import lora_modules, serve_error, start_background_server
 
     t0 = time.perf_counter()
     table = table if table is not None else candidates_of(output_dir)
@@ -257,20 +241,16 @@ def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, opt
     selection_dir.mkdir(parents=True)
     logger.info("serving %s with %d adapters to judge %d prompts each (%d generations)", base_model.name,
                 len(table), options.prompts, options.prompts * len(table))
-    with tempfile.TemporaryDirectory(prefix="qm-lora-") as links:
-        # LORA_MODULES is a whitespace-separated list: the adapters go in through links whose paths have none
-        if any(c.isspace() for c in links):
-            raise MergeError(f"the temporary directory {links!r} has whitespace in its path: set TMPDIR to one without")
-        mods = []
-        for s in table:
-            (Path(links) / s.path.name).symlink_to(s.path.resolve(), target_is_directory=True)
-            mods.append(f"{s.path.name}={Path(links) / s.path.name}")
+    with ExitStack() as stack:  # the links live as long as the server: vLLM loads an adapter on first use
         try:
+            mods = stack.enter_context(lora_modules({s.path.name: s.path for s in table}))
             server = start_background_server(base_model, "base", selection_dir / "serve", max_seqs=options.max_seqs,
                                              max_len=options.max_len, timeout_s=options.serve_timeout_s,
-                                             extra_env={"LORA_MODULES": " ".join(mods)})
+                                             extra_env={"LORA_MODULES": mods})
+        except ValueError as exc:
+            raise MergeError(str(exc)) from None
         except RuntimeError as exc:
-            raise MergeError(f"the vLLM server for --select-by judge did not start: {_why(str(exc))} "
+            raise MergeError(f"the vLLM server for --select-by judge did not start: {serve_error(str(exc))} "
                              f"(log in {selection_dir / 'serve'})") from None
         with server:
             _evaluate_all(server.base_url, table, selection_dir, options)

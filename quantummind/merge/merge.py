@@ -26,12 +26,16 @@ from quantummind.merge.errors import MergeError
 from quantummind.merge.judge_select import JudgeOptions, select_by_judge
 from quantummind.merge.judge_select import candidates_of as judge_candidates
 from quantummind.merge.judge_select import choice_of as judge_choice
+from quantummind.merge.judge_select import servable
+from quantummind.merge.served_check import CheckOptions
+from quantummind.merge.served_check import check_served as run_served_check
 from quantummind.merge.nf4 import roundtrip_4bit
 from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, load_settings, resolve_base_model
 from quantummind.merge.shards import (
     DTYPES, PlannedTensor, SafetensorsReader, SafetensorsWriter, parse_size, shard_names, split_into_shards,
 )
 from quantummind.merge.target import Input, check_output_target, check_writable
+from quantummind.merge.tokenizer_files import write_tokenizer_files
 from quantummind.merge.verify import default_tolerance
 from quantummind.merge.vocab import MEAN_FALLBACK, read_tokenizer_json, resize_rows, tokenizer_vocab_size
 from quantummind.paths import REPO_ROOT
@@ -41,10 +45,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_ROOT = REPO_ROOT / "fine-tuning" / "merged_models"
 EMBED = "model.embed_tokens.weight"
 LM_HEAD = "lm_head.weight"
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-)
 FROM_ADAPTER = "the adapter's trained rows (modules_to_save)"
 _DECODER_LINEAR = re.compile(r"(^|\.)layers\.\d+\..+\.weight$")
 
@@ -69,6 +69,12 @@ class BaseModel:
 class MergeResult:
     output: Path
     report: dict
+
+    @property
+    def check_served_failed(self) -> bool:
+        """--check-served ran on a 16-bit LoRA and the served adapter and merged folder disagreed past the tolerance."""
+        c = self.report.get("check_served")
+        return bool(c) and c["passed"] is False
 
     @property
     def verify_failed(self) -> bool:
@@ -373,7 +379,8 @@ def merge(
     force: bool = False,
     allow_vocab_shrink: bool = False,
     select_by: str = "eval_loss",
-    judge: "JudgeOptions | None" = None,
+    judge: JudgeOptions | None = None,
+    check_served: CheckOptions | None = None,
 ) -> MergeResult:
     """Merge the chosen checkpoint of the run described by an axolotl config. Nothing is
     written unless the whole merge succeeds. With `verify`, the report's verify.passed says
@@ -392,6 +399,8 @@ def merge(
         logger.info("checkpoints:\n%s", choice.format_table())
         if choice.how == "best" and choice.select_by == "eval_loss":  # select_checkpoint logged them
             warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}" for s in choice.unscored]
+    if check_served is not None and choice is not None:  # before any work: vLLM must be able to serve the adapter
+        servable(choice.path, why="--check-served serves it as a LoRA module")
     base_path = resolve_base_model(settings.base_model)
     target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
     target = target.expanduser().resolve()
@@ -464,9 +473,7 @@ def merge(
                             {"metadata": {"total_size": total}, "weight_map": out.weight_map})
             _write_json(tmp / "config.json", _merged_config(base, vocab, out_dtype))
             _write_json(tmp / "generation_config.json", gen_config)
-            copied = [f for f in TOKENIZER_FILES if (tok_dir / f).is_file()]
-            for f in copied:
-                shutil.copy2(tok_dir / f, tmp / f)
+            tok_files = write_tokenizer_files(base.path, tok_dir, tmp)
 
             for name, how in new_rows.items():
                 if how == MEAN_FALLBACK:
@@ -500,7 +507,12 @@ def merge(
                             "use_rslora": bool(adapter.config.get("use_rslora")), "use_dora": adapter.use_dora,
                             "lora_modules": len(adapter.lora), "full_tensors": sorted(adapter.full)},
                 "tokenizer_from": str(tok_dir),
-                "tokenizer_files": copied,
+                "tokenizer_files": tok_files.files,
+                # "base": the base's files byte for byte (the run changed nothing); "run_compatible": the base's
+                # layout with the run's tokens, special tokens and template, readable by transformers 4.x and 5.x
+                "tokenizer_layout": tok_files.layout,
+                "tokenizer_changes": tok_files.changes,
+                "added_tokens": tok_files.added_tokens,
                 "shards": out.names,
                 "max_shard_size": max_bytes,
                 "warnings": warnings,
@@ -526,7 +538,24 @@ def merge(
     finally:
         adapter.close()
     logger.info("merged %s -> %s in %.1f s", choice.path, target, report["seconds"])
+    if check_served is not None:
+        _check_served(target, base.path, choice.path, report, settings, check_served)
     return MergeResult(target, report)
+
+
+def _check_served(target: Path, base_dir: Path, adapter: Path, report: dict, settings: MergeSettings,
+                  options: CheckOptions) -> None:
+    """Served adapter vs served merged folder, after the merge is in place; the result joins merge_report.json
+    (rewritten through a temporary file, so a crash leaves the earlier report whole)."""
+    try:
+        check = run_served_check(target, base_dir, adapter, target / "check_served", qlora=settings.is_qlora,
+                                 dtype=report["dtype"], options=options)
+    except MergeError as exc:
+        raise MergeError(f"{exc} (the merged model is in {target})") from None
+    report["check_served"] = check.to_json()
+    tmp = target / f".merge_report.json.{os.getpid()}"
+    _write_json(tmp, report)
+    tmp.replace(target / "merge_report.json")
 
 
 def _resize(name: str, tensor: torch.Tensor, rows: int, new_rows: dict[str, str]) -> torch.Tensor:
