@@ -130,7 +130,9 @@ use_uv() {
       note) say "note: $value" ;;
     esac
   done < <("$VENV/bin/python" "$ROOT/scripts/pip_uv_args.py") || return 1
-  PIP=(env "${envs[@]}" "$uv" pip install -q --python "$VENV/bin/python" "${args[@]}")
+  # --compile-bytecode: as pip does. The judge's sandbox imports qiskit as an unprivileged user that cannot
+  # write __pycache__, so without it every sandbox worker would compile its imports from source again.
+  PIP=(env "${envs[@]}" "$uv" pip install -q --compile-bytecode --python "$VENV/bin/python" "${args[@]}")
   UNINSTALL=(env "${envs[@]}" "$uv" pip uninstall -q --python "$VENV/bin/python")
   say "installing with $("$uv" --version)"
 }
