@@ -6,6 +6,8 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# the quick tests on 2 pytest-xdist workers; slow/serve tests share one group (tests/conftest.py). XDIST= for serial.
+XDIST ?= -n 2 --dist loadgroup
 export HF_HUB_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
@@ -43,7 +45,7 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 bench: setup
 	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b; done

@@ -19,6 +19,18 @@ os.environ.update(offline_env({}))
 os.environ["QM_CACHE_DIR"] = tempfile.mkdtemp(prefix="qm-test-cache-")
 
 
+HEAVY_MARKS = ("slow", "serve")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`) every slow or serve test (training runs, vLLM servers, the
+    demo) joins one group, so they run one after another on one worker and never compete for the cores or
+    start a second copy of a session server; the quick tests spread over the other workers."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in HEAVY_MARKS):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """Random-init Qwen2 + byte-level BPE tokenizer (untied embeddings), built offline."""
