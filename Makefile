@@ -6,7 +6,8 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-# the quick tests on 2 pytest-xdist workers; slow/serve tests share one group (tests/conftest.py). XDIST= for serial.
+# 2 pytest-xdist workers; the tests of one shared build or one module run on one worker (tests/conftest.py).
+# XDIST= runs serially.
 XDIST ?= -n 2 --dist loadgroup
 export HF_HUB_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1
@@ -42,7 +43,7 @@ demo-rl: setup
 	@$(PY) -m quantummind.demo --rl
 
 test: setup
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)

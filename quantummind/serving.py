@@ -112,15 +112,35 @@ def lora_problem(adapter_dir: Path) -> str | None:
     return None
 
 
+class ServerStartError(RuntimeError):
+    """Why serve_vllm.sh could not start a server, in one line (vLLM's root cause when it has one)."""
+
+
 @contextmanager
 def lora_modules(adapters: dict[str, Path]) -> Iterator[str]:
     """The LORA_MODULES value (`name=path ...`) for serve_vllm.sh. It is whitespace-separated, so each adapter
     goes in through a link in a fresh temporary folder (removed afterwards); the real path may have spaces."""
     with tempfile.TemporaryDirectory(prefix="qm-lora-") as links:
         if any(c.isspace() for c in links):
-            raise ValueError(f"the temporary folder {links!r} has whitespace in its path: set TMPDIR to one without")
+            raise ServerStartError(f"the temporary folder {links!r} has whitespace in its path: set TMPDIR to one "
+                                   "without")
         mods = []
         for name, path in adapters.items():
             (Path(links) / name).symlink_to(Path(path).resolve(), target_is_directory=True)
             mods.append(f"{name}={Path(links) / name}")
         yield " ".join(mods)
+
+
+@contextmanager
+def served(model_dir: str | Path, name: str, run_dir: str | Path, *, adapters: dict[str, Path] | None = None,
+           **kwargs) -> Iterator[BackgroundServer]:
+    """A background server for the body of a `with`, `adapters` (name -> adapter folder) served as LoRA modules on
+    `model_dir`; stopped afterwards. ServerStartError (one line) when it does not start."""
+    with lora_modules(adapters or {}) as mods:  # the links live as long as the server: vLLM loads on first use
+        try:
+            server = start_background_server(model_dir, name, run_dir, extra_env={"LORA_MODULES": mods} if adapters
+                                             else None, **kwargs)
+        except RuntimeError as exc:
+            raise ServerStartError(serve_error(str(exc))) from None
+        with server:
+            yield server

@@ -19,16 +19,18 @@ os.environ.update(offline_env({}))
 os.environ["QM_CACHE_DIR"] = tempfile.mkdtemp(prefix="qm-test-cache-")
 
 
-HEAVY_MARKS = ("slow", "serve")
+# The expensive session fixtures: every test that uses one joins its group, so under pytest-xdist it is built once.
+SHARED_BUILDS = {"demo_run": "demo", "demo_model": "demo", "lora_run": "merge-runs", "qlora_run": "merge-runs",
+                 "tokens_run": "merge-runs", "vllm_server": "vllm-server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`) every slow or serve test (training runs, vLLM servers, the
-    demo) joins one group, so they run one after another on one worker and never compete for the cores or
-    start a second copy of a session server; the quick tests spread over the other workers."""
+    """Groups for pytest-xdist (`make test` and `make test-fast` run `-n 2 --dist loadgroup`): a test that uses a
+    shared build (SHARED_BUILDS) joins that build's group; every other test joins its module's group, so a
+    module-scoped fixture (a trained model, a scored batch) is built once too. Whole groups go to one worker."""
     for item in items:
-        if any(item.get_closest_marker(name) for name in HEAVY_MARKS):
-            item.add_marker(pytest.mark.xdist_group("heavy"))
+        group = next((SHARED_BUILDS[f] for f in item.fixturenames if f in SHARED_BUILDS), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +231,7 @@ def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, opt
                     *, table: list[CheckpointScore] | None = None) -> JudgeSelection:
     """Serve `base_model` with every checkpoint under `output_dir` as a LoRA adapter, evaluate each, pick the
     winner. Writes `selection_dir` (which must not exist yet). MergeError when a server or an evaluation fails."""
-    from quantummind.serving import lora_modules, serve_error, start_background_server
+    from quantummind.serving import ServerStartError, served
 
     t0 = time.perf_counter()
     table = table if table is not None else candidates_of(output_dir)
@@ -241,19 +240,13 @@ def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, opt
     selection_dir.mkdir(parents=True)
     logger.info("serving %s with %d adapters to judge %d prompts each (%d generations)", base_model.name,
                 len(table), options.prompts, options.prompts * len(table))
-    with ExitStack() as stack:  # the links live as long as the server: vLLM loads an adapter on first use
-        try:
-            mods = stack.enter_context(lora_modules({s.path.name: s.path for s in table}))
-            server = start_background_server(base_model, "base", selection_dir / "serve", max_seqs=options.max_seqs,
-                                             max_len=options.max_len, timeout_s=options.serve_timeout_s,
-                                             extra_env={"LORA_MODULES": mods})
-        except ValueError as exc:
-            raise MergeError(str(exc)) from None
-        except RuntimeError as exc:
-            raise MergeError(f"the vLLM server for --select-by judge did not start: {serve_error(str(exc))} "
-                             f"(log in {selection_dir / 'serve'})") from None
-        with server:
+    try:
+        with served(base_model, "base", selection_dir / "serve", adapters={s.path.name: s.path for s in table},
+                    max_seqs=options.max_seqs, max_len=options.max_len, timeout_s=options.serve_timeout_s) as server:
             _evaluate_all(server.base_url, table, selection_dir, options)
+    except ServerStartError as exc:
+        raise MergeError(f"the vLLM server for --select-by judge did not start: {exc} "
+                         f"(log in {selection_dir / 'serve'})") from None
     cands = [Candidate(s, selection_dir / s.path.name, *_rates(selection_dir / s.path.name)) for s in table]
     winner = max(cands, key=Candidate.rank_key)
     with_loss = [c for c in cands if c.score.eval_loss is not None and math.isfinite(c.score.eval_loss)]

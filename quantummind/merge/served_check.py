@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,20 +116,14 @@ def _greedy_token_ids(base_url: str, model: str, prompts: list, max_tokens: int)
 def _serve_and_decode(model_dir: Path, name: str, run_dir: Path, prompts: list, o: CheckOptions,
                       adapter: Path | None = None) -> dict[str, list[int]]:
     """Serve `model_dir` (with `adapter` as the LoRA module "adapter" when given) and greedy-decode `prompts`."""
-    from quantummind.serving import lora_modules, serve_error, start_background_server
+    from quantummind.serving import ServerStartError, served
 
-    with ExitStack() as stack:  # the link lives as long as the server: vLLM loads an adapter on first use
-        try:
-            env = {"LORA_MODULES": stack.enter_context(lora_modules({"adapter": adapter}))} if adapter else None
-            server = start_background_server(model_dir, name, run_dir, max_len=o.max_len,
-                                             timeout_s=o.serve_timeout_s, extra_env=env)
-        except ValueError as exc:
-            raise MergeError(str(exc)) from None
-        except RuntimeError as exc:
-            raise MergeError(f"--check-served: the vLLM server for {name} did not start: {serve_error(str(exc))} "
-                             f"(log in {run_dir})") from None
-        with server:
+    try:
+        with served(model_dir, name, run_dir, adapters={"adapter": adapter} if adapter else None, max_len=o.max_len,
+                    timeout_s=o.serve_timeout_s) as server:
             return _greedy_token_ids(server.base_url, "adapter" if adapter else name, prompts, o.max_tokens)
+    except ServerStartError as exc:
+        raise MergeError(f"--check-served: the vLLM server for {name} did not start: {exc} (log in {run_dir})") from None
 
 
 def check_served(merged_dir: Path, base_dir: Path, adapter_dir: Path, run_dir: Path, *, qlora: bool,
