@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from shared_builds import built_once
 from quantummind.paths import REPO_ROOT, SERVE_VENV, offline_env, venv_python
 from quantummind.serving import start_background_server
 from quantummind.tiny_model import build_tiny_model
@@ -17,20 +19,6 @@ from quantummind.tiny_model import build_tiny_model
 os.environ.update(offline_env({}))
 # HumanEval's canonical-time cache (evaluation.humaneval.timeouts): never the user's, empty at the start
 os.environ["QM_CACHE_DIR"] = tempfile.mkdtemp(prefix="qm-test-cache-")
-
-
-# The expensive session fixtures: every test that uses one joins its group, so under pytest-xdist it is built once.
-SHARED_BUILDS = {"demo_run": "demo", "demo_model": "demo", "lora_run": "merge-runs", "qlora_run": "merge-runs",
-                 "tokens_run": "merge-runs", "vllm_server": "vllm-server"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (`make test` and `make test-fast` run `-n 2 --dist loadgroup`): a test that uses a
-    shared build (SHARED_BUILDS) joins that build's group; every other test joins its module's group, so a
-    module-scoped fixture (a trained model, a scored batch) is built once too. Whole groups go to one worker."""
-    for item in items:
-        group = next((SHARED_BUILDS[f] for f in item.fixturenames if f in SHARED_BUILDS), None)
-        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")
@@ -62,19 +50,31 @@ def vllm_server(tiny_model_dir, serve_python, tmp_path_factory):
         yield server
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, serve_python) -> subprocess.CompletedProcess:
-    """`make demo`, smaller (400 examples, 24 prompts), once per session: real axolotl, the merge, vLLM, the
-    judge. The completed process, with `run_dir` added: its `merged/` is a fine-tuned tiny model that writes
-    circuits the judge verifies, which the checkpoint-selection tests build on."""
-    run = tmp_path_factory.mktemp("demo-run") / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "quantummind.demo", "--run-dir", str(run), "--num-examples", "400",
-         "--num-tests", "24"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
-    )
-    proc.run_dir = run
-    return proc
+def demo_run(tmp_path_factory, serve_python) -> DemoRun:
+    """`make demo`, smaller (400 examples, 24 prompts), once per test run (built_once): real axolotl, the merge,
+    vLLM, the judge. Its `merged/` is a fine-tuned tiny model that writes circuits the judge verifies, which
+    the checkpoint-selection tests build on."""
+    def build(d: Path) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "quantummind.demo", "--run-dir", str(d / "demo"), "--num-examples", "400",
+             "--num-tests", "24"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500,
+        )
+        for name, text in (("returncode", str(proc.returncode)), ("stdout", proc.stdout), ("stderr", proc.stderr)):
+            (d / f"{name}.txt").write_text(text)
+
+    d = built_once(tmp_path_factory, "demo", build)
+    return DemoRun(d / "demo", int((d / "returncode.txt").read_text()), (d / "stdout.txt").read_text(),
+                   (d / "stderr.txt").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -171,3 +171,24 @@ def test_vllm_serves_chat_completions_from_the_rewritten_folder(merged_with_toke
         n = len(base_tok.apply_chat_template(MESSAGES, tokenize=True, add_generation_prompt=True,
                                              return_dict=True)["input_ids"])
         assert resp.usage.prompt_tokens == n
+
+
+def test_a_run_with_another_chat_template_keeps_it_inside_the_config(tiny_model_dir, tmp_path):
+    """axolotl's `chat_template: chatml` (or a jinja of the user's) on a base with another template: the merged
+    model must render what training rendered, in the base's layout."""
+    from transformers import AutoTokenizer
+
+    base = shipped_layout(tiny_model_dir, tmp_path / "base", "qwen2.5")
+    out = tmp_path / "out" / "run"
+    ckpt = write_peft_checkpoint(base, out / "checkpoint-2", seed=0, eval_loss=1.0, step=2)
+    trained = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    tok.chat_template = trained
+    tok.save_pretrained(str(ckpt))
+    result = merge(_config(tmp_path, base, out), output=tmp_path / "merged")
+    r = result.report
+    assert (r["tokenizer_layout"], r["tokenizer_changes"], r["added_tokens"]) == ("run_compatible", ["chat_template"], [])
+    cfg = json.loads((result.output / "tokenizer_config.json").read_text())
+    assert cfg["chat_template"] == trained and not (result.output / "chat_template.jinja").exists()
+    merged_tok = AutoTokenizer.from_pretrained(str(result.output))
+    assert merged_tok.apply_chat_template(MESSAGES, tokenize=False) == tok.apply_chat_template(MESSAGES, tokenize=False)
