@@ -7,8 +7,10 @@
 #
 # Variables: PYTHON (interpreter to build from, default: first python3.1[1-9]/python3 that is
 # >= 3.11), QM_DEVICE=cpu|cuda (default: cuda when nvidia-smi sees a GPU), MIN_FREE_GB (10),
-# VENV_DIR (where to build, default .venv / .venv-serve), QM_INSTALLER=uv|pip (default uv: the version
-# env/installer.txt pins, installed with pip into .cache/; pip when uv cannot be installed), UV_CACHE_DIR.
+# VENV_DIR (where to build, default .venv / .venv-serve), QM_INSTALLER=pip|uv (default pip; uv: the version
+# env/installer.txt pins, installed with pip into .cache/, pip when uv cannot be installed), UV_CACHE_DIR.
+# uv is not the default: for Python 3.11 it installed multiprocess 0.70.19's py310 wheel where pip takes the
+# py311 one, and every axolotl dataset step then fails (fork_exec() takes exactly 23 arguments (21 given)).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +27,7 @@ case "$WHICH" in
   *) die "usage: scripts/setup_env.sh train|serve" ;;
 esac
 
-case "${QM_INSTALLER:-uv}" in uv|pip) ;; *) echo "setup: error: QM_INSTALLER must be uv or pip, not '${QM_INSTALLER}'" >&2; exit 2 ;; esac
+case "${QM_INSTALLER:-pip}" in uv|pip) ;; *) echo "setup: error: QM_INSTALLER must be uv or pip, not '${QM_INSTALLER}'" >&2; exit 2 ;; esac
 DEVICE="$(bash "$ROOT/scripts/detect_device.sh")" || die "QM_DEVICE must be cpu or cuda, not '${QM_DEVICE}'"
 
 find_python() {
@@ -136,7 +138,7 @@ use_uv() {
   UNINSTALL=(env "${envs[@]}" "$uv" pip uninstall -q --python "$VENV/bin/python")
   say "installing with $("$uv" --version)"
 }
-if [[ "${QM_INSTALLER:-uv}" == uv ]]; then
+if [[ "${QM_INSTALLER:-pip}" == uv ]]; then
   use_uv || say "note: uv could not be installed (see .cache/uv-install.log); installing with pip instead"
 fi
 
