@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 # 2 pytest-xdist workers, each test file on one worker (module fixtures built once); the expensive session
-# builds are shared by both (tests/conftest.py: built_once). XDIST= runs serially.
+# builds are shared by both (tests/shared_builds.py: built_once). XDIST= runs serially.
 XDIST ?= -n 2 --dist loadfile
 export HF_HUB_OFFLINE := 1
 export AXOLOTL_DO_NOT_TRACK := 1

@@ -83,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verify_tolerance is not None and not args.verify:
         parser.error("--verify-tolerance needs --verify")
-    judge_flags = [f for f, v, d in (("--select-prompts", args.select_prompts, 45), ("--select-seed", args.select_seed, 0),
-                                     ("--select-max-tokens", args.select_max_tokens, 1024)) if v != d]
+    def changed(*dests: str) -> list[str]:  # the given options set to other than their defaults
+        return [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != parser.get_default(d)]
+
+    judge_flags = changed("select_prompts", "select_seed", "select_max_tokens")
     if judge_flags and args.select_by != "judge":
         parser.error(f"{', '.join(judge_flags)} need --select-by judge")
     if args.select_prompts < 1 or args.select_max_tokens < 1:
         parser.error("--select-prompts and --select-max-tokens must be >= 1")
-    check_flags = [f for f, v, d in (("--check-prompts", args.check_prompts, 8), ("--check-max-tokens", args.check_max_tokens, 64),
-                                     ("--check-tolerance", args.check_tolerance, None)) if v != d]
+    check_flags = changed("check_prompts", "check_max_tokens", "check_tolerance")
     if check_flags and not args.check_served:
         parser.error(f"{', '.join(check_flags)} need --check-served")
     if args.check_prompts < 1 or args.check_max_tokens < 1:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     require("torch", "yaml")
     from quantummind.merge import MergeError, merge
     from quantummind.merge.judge_select import JudgeOptions
-    from quantummind.merge.served_check import CheckOptions
+    from quantummind.merge.served_check import CheckOptions, describe
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request to the check's servers otherwise
@@ -143,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
           f"[{len(r['shards'])} shard(s), {r['dtype']}, {r['seconds']} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB"
           f"{warned}]")
     if "check_served" in r:
-        c = r["check_served"]
-        first = [p["first_divergence"] for p in c["per_prompt"] if p["first_divergence"] is not None]
-        print(f"check-served: {c['identical_prompts']}/{c['prompts']} prompts identical, mean token agreement "
-              f"{c['mean_agreement']:.3f}{f', first divergence at token {min(first)}' if first else ''} "
-              f"(tolerance {c['tolerance']:g}; {'QLoRA: reported, not enforced' if not c['enforced'] else 'passed' if c['passed'] else 'FAILED'})")
+        print(describe(r["check_served"]))
     if result.check_served_failed:
         print(f"error: check-served failed: the served adapter and the merged model disagree past the tolerance "
               f"(the merged model is in {result.output}; see merge_report.json check_served)", file=sys.stderr)

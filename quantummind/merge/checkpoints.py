@@ -114,6 +114,12 @@ def require_adapter(ckpt: Path) -> None:
 SELECT_BY = ("eval_loss", "reward")
 
 
+def lowest_eval_loss(table: list[CheckpointScore]) -> CheckpointScore | None:
+    """The seed's rule: the lowest finite eval_loss (ties: the earlier step); None when no checkpoint has one."""
+    scored = [s for s in table if s.eval_loss is not None and math.isfinite(s.eval_loss)]
+    return min(scored, key=lambda s: (s.eval_loss, s.step)) if scored else None
+
+
 def _best_by_reward(output_dir: str | Path, table: list[CheckpointScore]) -> CheckpointChoice:
     scored = [s for s in table if s.reward is not None]
     if not scored:
@@ -164,7 +170,7 @@ def select_checkpoint(output_dir: str | Path, which: str | Path = "best", select
     if nan:
         names = ", ".join(s.path.name for s in nan)
         raise MergeError(f"eval_loss is NaN/inf at {names}: training diverged; pass --checkpoint DIR to choose one")
-    best = min(scored, key=lambda s: (s.eval_loss, s.step))
+    best = lowest_eval_loss(scored)
     require_adapter(best.path)
     choice = CheckpointChoice(best.path, best.step, best.eval_loss, "best", table)
     for s in choice.unscored:  # a warning (shown under -q too), also in merge_report.json

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantummind.merge.checkpoints import ADAPTER_WEIGHTS, CheckpointChoice, CheckpointScore, list_checkpoints
+from quantummind.merge.checkpoints import (ADAPTER_WEIGHTS, CheckpointChoice, CheckpointScore, list_checkpoints,
+                                          lowest_eval_loss)
 from quantummind.merge.errors import MergeError
 
 logger = logging.getLogger(__name__)
@@ -103,17 +104,19 @@ class JudgeSelection:
                 "report": f"{selection_dir.name}/{REPORT}", "seconds": round(self.seconds, 1)}
 
 
-def servable(ckpt: Path, why: str = "--select-by judge serves every checkpoint as a LoRA module") -> None:
+SELECT_REMEDY = ("train without lora_modules_to_save / use_dora (a run that adds tokens needs lora_modules_to_save: "
+                 "then choose with --select-by eval_loss or --checkpoint DIR), or merge checkpoints one by one "
+                 "(--checkpoint DIR --output ...) and compare them with `python -m evaluation run`")
+
+
+def servable(ckpt: Path, why: str = "--select-by judge serves every checkpoint as a LoRA module",
+             remedy: str = SELECT_REMEDY) -> None:
     """MergeError when vLLM cannot serve the checkpoint's adapter as a LoRA module (checked before a server starts)."""
     from quantummind.serving import lora_problem
 
     problem = lora_problem(ckpt)
     if problem:
-        raise MergeError(
-            f"{ckpt.name} {problem}, and {why}: train without lora_modules_to_save / use_dora (a run that adds "
-            "tokens needs lora_modules_to_save: then choose with --select-by eval_loss or --checkpoint DIR), or "
-            "merge checkpoints one by one (--checkpoint DIR --output ...) and compare them with "
-            "`python -m evaluation run`")
+        raise MergeError(f"{ckpt.name} {problem}, and {why}: {remedy}")
 
 
 def candidates_of(output_dir: Path) -> list[CheckpointScore]:
@@ -249,8 +252,8 @@ def select_by_judge(base_model: Path, output_dir: Path, selection_dir: Path, opt
                          f"(log in {selection_dir / 'serve'})") from None
     cands = [Candidate(s, selection_dir / s.path.name, *_rates(selection_dir / s.path.name)) for s in table]
     winner = max(cands, key=Candidate.rank_key)
-    with_loss = [c for c in cands if c.score.eval_loss is not None and math.isfinite(c.score.eval_loss)]
-    by_loss = min(with_loss, key=lambda c: (c.score.eval_loss, c.score.step)) if with_loss else None
+    lowest = lowest_eval_loss([c.score for c in cands])
+    by_loss = next((c for c in cands if c.score is lowest), None)
     versus = None
     if by_loss is not None and by_loss is not winner:
         versus = _versus(by_loss.out_dir, winner.out_dir, selection_dir / "comparison", (by_loss.name, winner.name))

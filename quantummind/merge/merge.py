@@ -26,8 +26,7 @@ from quantummind.merge.errors import MergeError
 from quantummind.merge.judge_select import JudgeOptions, select_by_judge
 from quantummind.merge.judge_select import candidates_of as judge_candidates
 from quantummind.merge.judge_select import choice_of as judge_choice
-from quantummind.merge.judge_select import servable
-from quantummind.merge.served_check import CheckOptions
+from quantummind.merge.served_check import CheckOptions, require_servable
 from quantummind.merge.served_check import check_served as run_served_check
 from quantummind.merge.nf4 import roundtrip_4bit
 from quantummind.merge.settings import HF_DTYPES, MergeSettings, dtype_name, load_settings, resolve_base_model
@@ -400,7 +399,7 @@ def merge(
         if choice.how == "best" and choice.select_by == "eval_loss":  # select_checkpoint logged them
             warnings = [f"{s.path.name} left out of best-checkpoint selection: {s.unscored}" for s in choice.unscored]
     if check_served is not None and choice is not None:  # before any work: vLLM must be able to serve the adapter
-        servable(choice.path, why="--check-served serves it as a LoRA module")
+        require_servable(choice.path)
     base_path = resolve_base_model(settings.base_model)
     target = Path(output) if output else DEFAULT_OUTPUT_ROOT / settings.run_name
     target = target.expanduser().resolve()

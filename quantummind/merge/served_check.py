@@ -91,11 +91,22 @@ class ServedCheck:
                 "per_prompt": [asdict(p) | {"agreement": round(p.agreement, 4)} for p in self.per_prompt],
                 "seconds": round(self.seconds, 1)}
 
-    def summary(self) -> str:
-        first = [p.first_divergence for p in self.per_prompt if p.first_divergence is not None]
-        where = f", first divergence at token {min(first)}" if first else ""
-        return (f"served adapter vs merged: {self.identical}/{len(self.per_prompt)} prompts identical, mean token "
-                f"agreement {self.mean_agreement:.3f}{where} (tolerance {self.tolerance:g}, {self.mode})")
+
+def describe(check: dict) -> str:
+    """One line for a `check_served` entry of merge_report.json (ServedCheck.to_json)."""
+    first = [p["first_divergence"] for p in check["per_prompt"] if p["first_divergence"] is not None]
+    verdict = "QLoRA: reported, not enforced" if not check["enforced"] else "passed" if check["passed"] else "FAILED"
+    return (f"check-served: {check['identical_prompts']}/{check['prompts']} prompts identical, mean token agreement "
+            f"{check['mean_agreement']:.3f}{f', first divergence at token {min(first)}' if first else ''} "
+            f"(tolerance {check['tolerance']:g}; {verdict})")
+
+
+def require_servable(adapter_dir: Path) -> None:
+    """MergeError when vLLM cannot serve the adapter as a LoRA module, so the check cannot run."""
+    from quantummind.merge.judge_select import servable
+
+    servable(adapter_dir, why="--check-served serves it as a LoRA module",
+             remedy="merge without --check-served (a run that adds tokens needs lora_modules_to_save)")
 
 
 def _greedy_token_ids(base_url: str, model: str, prompts: list, max_tokens: int) -> dict[str, list[int]]:
@@ -130,12 +141,11 @@ def check_served(merged_dir: Path, base_dir: Path, adapter_dir: Path, run_dir: P
                  dtype: str, options: CheckOptions | None = None) -> ServedCheck:
     """Serve the merged folder, then the base with `adapter_dir` as a LoRA module; compare greedy token ids."""
     from evaluation.prompts import build_prompts
-    from quantummind.merge.judge_select import servable
 
     o = options or CheckOptions()
     if o.prompts < 1 or o.max_tokens < 1:
         raise MergeError("--check-prompts and --check-max-tokens must be >= 1")
-    servable(adapter_dir, why="--check-served serves it as a LoRA module")
+    require_servable(adapter_dir)
     t0 = time.perf_counter()
     prompts = build_prompts(o.prompts)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,5 +155,5 @@ def check_served(merged_dir: Path, base_dir: Path, adapter_dir: Path, run_dir: P
     check = ServedCheck("qlora" if qlora else "lora", tolerance,
                         [PromptAgreement.of(p.id, merged[p.id], served[p.id]) for p in prompts], o,
                         time.perf_counter() - t0)
-    logger.info("%s", check.summary())
+    logger.debug("%s", describe(check.to_json()))
     return check

@@ -69,28 +69,39 @@ def chat_template(d: Path) -> str | None:
     return t if isinstance(t, str) else None
 
 
-def _added(tok: dict | None) -> dict[int, dict]:
-    return {int(t["id"]): t for t in (tok or {}).get("added_tokens", []) if isinstance(t, dict) and "id" in t}
+@dataclass(frozen=True)
+class _Saved:
+    """A tokenizer folder, read once: tokenizer.json, tokenizer_config.json, the chat template."""
+    path: Path
+    tok: dict | None
+    cfg: dict | None
+    template: str | None
+
+    @staticmethod
+    def read(d: Path) -> "_Saved":
+        return _Saved(d, _json(d / "tokenizer.json"), _json(d / CONFIG), chat_template(d))
+
+    @property
+    def added(self) -> dict[int, dict]:
+        return {int(t["id"]): t for t in (self.tok or {}).get("added_tokens", []) if isinstance(t, dict) and "id" in t}
+
+    @property
+    def special(self) -> dict[str, str | None]:
+        return {k: _content((self.cfg or {}).get(k)) for k in SPECIAL_KEYS}
 
 
-def _special(cfg: dict | None) -> dict[str, str | None]:
-    return {k: _content((cfg or {}).get(k)) for k in SPECIAL_KEYS}
-
-
-def run_changes(base_dir: Path, run_dir: Path) -> tuple[list[str], list[dict]]:
+def _run_changes(base: _Saved, run: _Saved) -> tuple[list[str], list[dict]]:
     """What the run's tokenizer changed against the base's, and the added-token entries it added."""
-    base_tok, run_tok = _json(base_dir / "tokenizer.json"), _json(run_dir / "tokenizer.json")
-    base_added, run_added = _added(base_tok), _added(run_tok)
+    base_added, run_added = base.added, run.added
     new = [t for i, t in sorted(run_added.items()) if base_added.get(i, {}).get("content") != t.get("content")]
     changes = []
     if new or set(base_added) - set(run_added):
         changes.append("added_tokens")
-    if ((base_tok or {}).get("model") or {}).get("vocab") != ((run_tok or {}).get("model") or {}).get("vocab"):
+    if ((base.tok or {}).get("model") or {}).get("vocab") != ((run.tok or {}).get("model") or {}).get("vocab"):
         changes.append("vocab")
-    run_special = {k: v for k, v in _special(_json(run_dir / CONFIG)).items() if v is not None}
-    if any(_special(_json(base_dir / CONFIG))[k] != v for k, v in run_special.items()):
+    if any(base.special[k] != v for k, v in run.special.items() if v is not None):
         changes.append("special_tokens")
-    if chat_template(run_dir) is not None and chat_template(run_dir) != chat_template(base_dir):
+    if run.template is not None and run.template != base.template:
         changes.append("chat_template")
     return changes, new
 
@@ -101,13 +112,13 @@ def _decoder_entry(t: dict) -> dict:
         | {"content": t["content"]}
 
 
-def _compatible_config(base_cfg: dict, run_dir: Path, run_tok: dict | None, template: str | None) -> dict:
+def _compatible_config(base_cfg: dict, run: _Saved, template: str | None) -> dict:
     cfg = dict(base_cfg)
     decoder = dict(cfg.get("added_tokens_decoder") or {})
-    for i, t in sorted(_added(run_tok).items()):
+    for i, t in sorted(run.added.items()):
         decoder[str(i)] = _decoder_entry(t)
     cfg["added_tokens_decoder"] = dict(sorted(decoder.items(), key=lambda kv: int(kv[0])))
-    for k, v in _special(_json(run_dir / CONFIG)).items():
+    for k, v in run.special.items():
         if v is not None:
             cfg[k] = v
     extra = cfg.pop("extra_special_tokens", None)
@@ -117,7 +128,7 @@ def _compatible_config(base_cfg: dict, run_dir: Path, run_tok: dict | None, temp
     elif isinstance(extra, dict):  # the dict form (named extra tokens) both read: keep it
         cfg["extra_special_tokens"] = extra
     base_ids = {int(i) for i in (base_cfg.get("added_tokens_decoder") or {})}
-    specials += [t["content"] for i, t in sorted(_added(run_tok).items()) if t.get("special") and i not in base_ids
+    specials += [t["content"] for i, t in sorted(run.added.items()) if t.get("special") and i not in base_ids
                  and t["content"] not in {cfg.get(k) for k in SPECIAL_KEYS}]
     if specials:
         cfg["additional_special_tokens"] = list(dict.fromkeys(s for s in specials if s))
@@ -131,23 +142,27 @@ def write_tokenizer_files(base_dir: Path, run_dir: Path, out_dir: Path) -> Token
     run's (`run_dir`, which may be `base_dir` when the run saved none)."""
     base_files = [f for f in TOKENIZER_FILES if (base_dir / f).is_file()]
     if run_dir.resolve() == base_dir.resolve():
-        return _copy(base_dir, base_files, out_dir, TokenizerFiles("base", base_files))
-    if not base_files or _json(base_dir / CONFIG) is None:
+        _copy(base_dir, base_files, out_dir)
+        return TokenizerFiles("base", base_files)
+    base = _Saved.read(base_dir)
+    if not base_files or base.cfg is None:
         run_files = [f for f in TOKENIZER_FILES if (run_dir / f).is_file()]
-        return _copy(run_dir, run_files, out_dir, TokenizerFiles("run", run_files))
-    changes, new = run_changes(base_dir, run_dir)
+        _copy(run_dir, run_files, out_dir)
+        return TokenizerFiles("run", run_files)
+    run = _Saved.read(run_dir)
+    changes, new = _run_changes(base, run)
     if not changes:
-        return _copy(base_dir, base_files, out_dir, TokenizerFiles("base", base_files))
+        _copy(base_dir, base_files, out_dir)
+        return TokenizerFiles("base", base_files)
 
     keep = [f for f in base_files if f not in ("tokenizer.json", CONFIG, TEMPLATE_FILE, "chat_template.json")]
-    _copy(base_dir, keep, out_dir, None)
-    run_tok = _json(run_dir / "tokenizer.json")
+    _copy(base_dir, keep, out_dir)
     files = list(keep)
-    if run_tok is not None:
+    if run.tok is not None:
         shutil.copy2(run_dir / "tokenizer.json", out_dir / "tokenizer.json")
         files.append("tokenizer.json")
-    template = chat_template(run_dir) or chat_template(base_dir)
-    cfg = _compatible_config(_json(base_dir / CONFIG) or {}, run_dir, run_tok, template)
+    template = run.template or base.template
+    cfg = _compatible_config(base.cfg, run, template)
     (out_dir / CONFIG).write_text(json.dumps(cfg, indent=2, ensure_ascii=True) + "\n")
     files.append(CONFIG)
     if template is not None and (base_dir / TEMPLATE_FILE).is_file():  # the base's own layout too
@@ -165,7 +180,6 @@ def write_tokenizer_files(base_dir: Path, run_dir: Path, out_dir: Path) -> Token
     return TokenizerFiles("run_compatible", sorted(files), changes, [t["content"] for t in new])
 
 
-def _copy(src: Path, files: list[str], out_dir: Path, result: TokenizerFiles | None) -> TokenizerFiles | None:
+def _copy(src: Path, files: list[str], out_dir: Path) -> None:
     for f in files:
         shutil.copy2(src / f, out_dir / f)
-    return result
